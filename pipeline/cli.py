@@ -1,0 +1,266 @@
+"""`mailsla` command line. Every command has --help; bad input exits 2 with one line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from pipeline import api, config, sla
+from pipeline.config import ConfigError, Settings
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- ClickHouse access for the CLI --------------------------------------------
+Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
+
+
+def reader(settings: Settings, migrate: bool = False) -> tuple[Query, Callable[[], None]]:
+    """Read-only SQL: through the owner's local API when a worker holds the embedded
+    database, else a connection of our own (chDB files or a server)."""
+    url = api.find(settings) if settings.clickhouse.startswith("chdb://") else None
+    if url:
+        def remote(sql_text: str) -> tuple[list[str], list[Sequence[Any]]]:
+            try:
+                return api.remote_query(url, sql_text)
+            except api.RemoteError as exc:
+                raise UsageError(f"sql: {exc}") from None
+        return remote, lambda: None
+    from pipeline.sinks.clickhouse import Store
+
+    store = Store(settings)
+    if migrate:
+        store.migrate()
+
+    def local(sql_text: str) -> tuple[list[str], list[Sequence[Any]]]:
+        try:
+            return store.query(sql_text, readonly=True)
+        except Exception as exc:  # noqa: BLE001 - a ClickHouse error is the user's SQL error
+            raise UsageError(f"sql: {str(exc).strip().splitlines()[0][:300]}") from None
+    return local, store.close
+
+
+# -- commands -------------------------------------------------------------------
+def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline.localkafka import KafkaError, LocalKafka
+
+    lk = LocalKafka(s.data_dir / "kafka")
+    try:
+        if args.action == "up":
+            print(lk.up())
+        elif args.action == "down":
+            print("stopped" if lk.down() else "not running")
+        else:
+            if lk.running():
+                print(f"running {lk.bootstrap()}")
+            else:
+                print("not running")
+                return 1
+    except KafkaError as exc:
+        print(f"mailsla kafka: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    from faust.worker import Worker
+
+    from pipeline.app import create_app
+    from pipeline.sinks.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(s))
+    app = create_app(s, with_sink=not args.no_sink)
+    worker = Worker(app, loglevel=args.loglevel, override_logging=True, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
+    from mode import Worker
+
+    from pipeline.sinks.kafka import ensure_topics
+    from pipeline.writer import ResultWriter
+
+    asyncio.run(ensure_topics(s))
+    Worker(ResultWriter(s), loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline.replay import replay
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"mailsla replay: no such file: {path}")
+    stats = replay(s, path)
+    print(json.dumps(stats))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import generator
+    from pipeline.events import parse_ts
+    from pipeline.replay import produce_all
+
+    if args.rate <= 0 or args.duration <= 0:
+        raise UsageError("mailsla generate: --rate and --duration must be > 0")
+    if args.out:
+        start = parse_ts(args.start, "--start") if args.start else int(time.time() * 1000)
+        with open(args.out, "wb") as f:
+            f.writelines(generator.to_jsonl(generator.simulated(args.rate, args.duration, args.seed, start)))
+        return 0
+    topics = {"accepted": s.topic_accepted, "ready": s.topic_ready}
+    events = generator.live(args.rate, args.duration, args.seed)
+    records = ((topics[kind], ev["message_id"].encode(), orjson.dumps(ev)) for kind, ev in events)
+    n = asyncio.run(produce_all(s, records, int(args.rate * args.duration * 2), "generate"))
+    print(json.dumps({"events": n}))
+    return 0
+
+
+def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
+    try:
+        sql_text = sla.monthly_sql(s.database, args.month)
+    except ValueError as exc:
+        raise UsageError(f"mailsla sla: {exc}") from None
+    query, close = reader(s, migrate=True)
+    try:
+        _, rows = query(sql_text)
+    finally:
+        close()
+    doc = sla.verdict(args.month, rows, s.threshold_ms)
+    print(json.dumps(doc, indent=2) if args.json else sla.render(doc))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
+    query, close = reader(s)
+    try:
+        cols, rows = query(args.query)
+    finally:
+        close()
+    if args.format == "json":
+        sys.stdout.buffer.write(orjson.dumps([dict(zip(cols, r)) for r in rows], default=str) + b"\n")
+    elif args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*cols)
+        for r in rows:
+            t.add_row(*("NULL" if v is None else str(v) for v in r))
+        Console().print(t)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline.status import collect
+
+    try:
+        doc = asyncio.run(collect(s))
+    except Exception as exc:  # noqa: BLE001 - Kafka unreachable etc.
+        print(f"mailsla status: cannot reach Kafka at {s.kafka}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for k, v in doc.items():
+            print(f"{k:<18} {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline.demo import run
+
+    return run(s, duration=args.duration, rate=args.rate)
+
+
+def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline.bench import run
+
+    return run(s, events=args.events)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="mailsla", description="Handling-time SLA pipeline for MTAs (Kafka, Faust, ClickHouse).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    k = sub.add_parser("kafka", help="local single-node Kafka for development, tests and the demo")
+    k.add_argument("action", choices=["up", "down", "status"])
+    k.set_defaults(func=cmd_kafka)
+
+    w = sub.add_parser("worker", help="run the join worker (and the ClickHouse sink)")
+    w.add_argument("--no-sink", action="store_true", help="do not write ClickHouse here (run `mailsla sink`)")
+    w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    w.set_defaults(func=cmd_worker)
+
+    sk = sub.add_parser("sink", help="run only the ClickHouse sink (results topic -> ClickHouse)")
+    sk.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    sk.set_defaults(func=cmd_sink)
+
+    r = sub.add_parser("replay", help="produce events from a JSONL file")
+    r.add_argument("file")
+    r.set_defaults(func=cmd_replay)
+
+    g = sub.add_parser("generate", help="synthetic traffic (live to Kafka, or --out FILE)")
+    g.add_argument("--rate", type=float, required=True, help="messages per second")
+    g.add_argument("--duration", type=float, required=True, help="seconds (of event time with --out)")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--out", help="write JSONL here in simulated time instead of producing")
+    g.add_argument("--start", help="with --out: RFC 3339 time of the first message (default now)")
+    g.set_defaults(func=cmd_generate)
+
+    sl = sub.add_parser("sla", help="monthly verdict per class")
+    sl.add_argument("--month", required=True, help="YYYY-MM (UTC)")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_sla)
+
+    q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")
+    q.add_argument("query")
+    q.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    q.set_defaults(func=cmd_sql)
+
+    st = sub.add_parser("status", help="lag, pending writes, dead letters, pending messages")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("demo", help="the whole pipeline on local Kafka with generated traffic")
+    d.add_argument("--duration", type=float, default=120.0, help="seconds (default 120)")
+    d.add_argument("--rate", type=float, default=200.0, help="messages per second (default 200)")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="end-to-end events/s against the raw aiokafka ceiling")
+    b.add_argument("--events", type=int, default=1_000_000)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        settings = config.load()
+        return int(args.func(args, settings) or 0)
+    except (UsageError, ConfigError) as exc:
+        print(str(exc).splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

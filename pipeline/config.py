@@ -1,0 +1,130 @@
+"""Settings, read once from the environment when a command starts.
+
+Every setting has a default that works on a developer machine; nothing here
+opens a connection. Secrets (the ClickHouse DSN password) are never logged:
+use `Settings.redacted_dsn` when printing.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    kafka: str
+    clickhouse: str
+    database: str = "mailsla"
+    topic_accepted: str = "mta.accepted"
+    topic_ready: str = "mta.queue_ready"
+    topic_dead_letters: str = "mailsla.dead_letters"
+    topic_results: str = "mailsla.results"
+    topic_ticks: str = "mailsla.ticks"
+    partitions: int = 8
+    replication: int = 1
+    app_id: str = "mailsla"
+    store: str = "memory://"
+    threshold_ms: dict[str, int] = field(
+        default_factory=lambda: {"transactional": 30 * MINUTE_MS, "campaign": 12 * HOUR_MS}
+    )
+    never_ready_ms: int = 72 * HOUR_MS
+    orphan_grace_ms: int = HOUR_MS
+    dedup_retention_ms: int = 24 * HOUR_MS
+    lateness_ms: int = 0
+    idle_grace_s: float = 10.0  # <= 0 disables wall-clock advance (pure replay)
+    batch_rows: int = 20_000
+    batch_ms: int = 500
+    api_port: int = 0  # 0 = pick a free port
+
+    @property
+    def group_sink(self) -> str:
+        return f"{self.app_id}-sink"
+
+    @property
+    def redacted_dsn(self) -> str:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.clickhouse)
+
+
+def _kafka_default(data_dir: Path) -> str:
+    recorded = data_dir / "kafka" / "bootstrap"
+    if recorded.exists():
+        text = recorded.read_text().strip()
+        if text:
+            return text
+    return "127.0.0.1:9092"
+
+
+def load() -> Settings:
+    """Read the environment. Raises ConfigError on a value we cannot use."""
+    data_dir = Path(_str("MAILSLA_DATA", "./data")).resolve()
+    dsn = _str("MAILSLA_CLICKHOUSE", f"chdb://{data_dir / 'clickhouse'}")
+    if not dsn.startswith(("chdb://", "http://", "https://")):
+        raise ConfigError("MAILSLA_CLICKHOUSE must start with chdb://, http:// or https://")
+    s = Settings(
+        data_dir=data_dir,
+        kafka=_str("MAILSLA_KAFKA", "") or _kafka_default(data_dir),
+        clickhouse=dsn,
+        database=_str("MAILSLA_DATABASE", "mailsla"),
+        topic_accepted=_str("MAILSLA_TOPIC_ACCEPTED", "mta.accepted"),
+        topic_ready=_str("MAILSLA_TOPIC_QUEUE_READY", "mta.queue_ready"),
+        topic_dead_letters=_str("MAILSLA_TOPIC_DEAD_LETTERS", "mailsla.dead_letters"),
+        topic_results=_str("MAILSLA_TOPIC_RESULTS", "mailsla.results"),
+        topic_ticks=_str("MAILSLA_TOPIC_TICKS", "mailsla.ticks"),
+        partitions=_int("MAILSLA_PARTITIONS", 8),
+        replication=_int("MAILSLA_REPLICATION", 1),
+        app_id=_str("MAILSLA_APP_ID", "mailsla"),
+        store=_str("MAILSLA_STORE", "memory://"),
+        threshold_ms={
+            "transactional": _int("MAILSLA_THRESHOLD_TRANSACTIONAL_MS", 30 * MINUTE_MS),
+            "campaign": _int("MAILSLA_THRESHOLD_CAMPAIGN_MS", 12 * HOUR_MS),
+        },
+        never_ready_ms=_int("MAILSLA_NEVER_READY_MS", 72 * HOUR_MS),
+        orphan_grace_ms=_int("MAILSLA_ORPHAN_GRACE_MS", HOUR_MS),
+        dedup_retention_ms=_int("MAILSLA_DEDUP_RETENTION_MS", 24 * HOUR_MS),
+        lateness_ms=_int("MAILSLA_LATENESS_MS", 0),
+        idle_grace_s=_float("MAILSLA_IDLE_GRACE_S", 10.0),
+        batch_rows=_int("MAILSLA_BATCH_ROWS", 20_000),
+        batch_ms=_int("MAILSLA_BATCH_MS", 500),
+        api_port=_int("MAILSLA_API_PORT", 0),
+    )
+    if s.partitions < 1:
+        raise ConfigError("MAILSLA_PARTITIONS must be >= 1")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.database):
+        raise ConfigError("MAILSLA_DATABASE must be a plain identifier")
+    return s

@@ -1,0 +1,127 @@
+"""The event contract: parse raw Kafka values into typed events.
+
+Runs on every input record, so it is strict and cheap. A record that does not
+fit raises `BadEvent` with a short reason; the caller sends it to the
+dead-letter topic and goes on. `schemas/*.schema.json` describe the same
+contract; `tests/unit/test_schemas.py` keeps the two in step.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+CLASSES = ("transactional", "campaign")
+PRIORITIES = ("normal", "low")
+SOURCES = ("smtp", "api")
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class BadEvent(ValueError):
+    """The record breaks the contract; str(exc) is the dead-letter reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message_id: str
+    account_id: str
+    message_class: str
+    accepted_at: int  # epoch milliseconds, UTC
+    priority: str = "normal"
+    source: str = ""  # "" when the producer did not say
+    mta: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueReady:
+    message_id: str
+    ready_at: int  # epoch milliseconds, UTC
+    mta: str = ""
+
+
+def parse_ts(value: object, name: str) -> int:
+    """RFC 3339 timestamp with offset -> epoch milliseconds (sub-ms digits dropped)."""
+    if not isinstance(value, str):
+        raise BadEvent(f"{name}: expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    if not _RFC3339.match(value):
+        raise BadEvent(f"{name}: not an RFC 3339 timestamp with offset: {value[:40]!r}")
+    text = value.replace("z", "Z").replace("t", "T")
+    frac = re.search(r"\.(\d+)", text)
+    if frac and len(frac.group(1)) > 6:  # fromisoformat takes at most microseconds
+        text = text.replace(frac.group(0), "." + frac.group(1)[:6])
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadEvent(f"{name}: invalid timestamp {value[:40]!r}: {exc}") from None
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def format_ts(ms: int) -> str:
+    """Epoch milliseconds -> RFC 3339 UTC with milliseconds ("...T10:00:00.123Z")."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _load(raw: bytes) -> dict:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadEvent(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadEvent(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _string(obj: dict, name: str, *, required: bool, nonempty: bool = False) -> str | None:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise BadEvent(f"missing field {name}")
+        return None
+    value = obj[name]
+    if not isinstance(value, str):
+        raise BadEvent(f"{name}: expected a string, got {type(value).__name__}")
+    if nonempty and not value:
+        raise BadEvent(f"{name}: must not be empty")
+    return value
+
+
+def _choice(obj: dict, name: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    value = _string(obj, name, required=default is None and name == "message_class")
+    if value is None:
+        return default
+    if value not in allowed:
+        raise BadEvent(f"{name}: {value[:40]!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def parse_accepted(raw: bytes) -> Accepted:
+    obj = _load(raw)
+    return Accepted(
+        message_id=_string(obj, "message_id", required=True, nonempty=True),  # type: ignore[arg-type]
+        account_id=_string(obj, "account_id", required=True),  # type: ignore[arg-type]
+        message_class=_choice(obj, "message_class", CLASSES, None),  # type: ignore[arg-type]
+        accepted_at=parse_ts(obj["accepted_at"], "accepted_at") if "accepted_at" in obj
+        else _missing("accepted_at"),
+        priority=_choice(obj, "priority", PRIORITIES, "normal"),  # type: ignore[arg-type]
+        source=_choice(obj, "source", SOURCES, "") or "",
+        mta=_string(obj, "mta", required=False) or "",
+    )
+
+
+def parse_ready(raw: bytes) -> QueueReady:
+    obj = _load(raw)
+    return QueueReady(
+        message_id=_string(obj, "message_id", required=True, nonempty=True),  # type: ignore[arg-type]
+        ready_at=parse_ts(obj["ready_at"], "ready_at") if "ready_at" in obj else _missing("ready_at"),
+        mta=_string(obj, "mta", required=False) or "",
+    )
+
+
+def _missing(name: str) -> int:
+    raise BadEvent(f"missing field {name}")

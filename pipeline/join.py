@@ -1,0 +1,206 @@
+"""The per-message join of `accepted` and `queue-ready`, in event time.
+
+Pure: no Kafka, no ClickHouse, no clock of its own. The Faust agent
+(`pipeline.app`) keeps one `state` dict per message id in a table, calls
+`on_accepted` / `on_ready` for each input event and `settle` when the
+partition's watermark reaches `next_due(state)`, and forwards the rows each
+`Step` returns to the results topic.
+
+Status is a function of the event times and the watermark only, so replaying a
+log gives the same final rows as processing it live:
+
+- both events, handling <= threshold              -> on_time
+- both events, handling > threshold               -> late
+- accepted only, watermark past accepted+threshold -> overdue (written at the deadline)
+- accepted only, watermark past accepted+horizon   -> never_ready
+- queue-ready only, watermark past ready+grace     -> orphan (separate row kind)
+
+Each emitted message row carries `rev`, which grows whenever what the row says
+changes. A duplicate input re-emits the current row with the same `rev`, so a
+row lost in a crash between the changelog write and the results write is
+written again when the event is re-processed; the sink ignores revs it has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from pipeline.events import Accepted, QueueReady
+
+State = dict[str, Any]
+DELAYED = ("overdue", "late", "never_ready")
+
+
+@dataclass(frozen=True)
+class JoinPolicy:
+    threshold_ms: Mapping[str, int]
+    never_ready_ms: int
+    orphan_grace_ms: int
+    retention_ms: int
+
+
+@dataclass
+class Step:
+    """What one call decided: the new state (None = delete it) and rows to emit."""
+
+    state: State | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def _count(step: Step, name: str) -> None:
+    step.counters[name] = step.counters.get(name, 0) + 1
+
+
+def status_of(state: State, wm: int | None, policy: JoinPolicy) -> str | None:
+    """The message status the state implies at watermark `wm` (None = no verdict yet)."""
+    a, r = state.get("a"), state.get("r")
+    if a is None:
+        return None
+    acc, cls = a[0], a[2]
+    horizon = acc + policy.never_ready_ms
+    if r is not None and r <= horizon:
+        return "on_time" if r - acc <= policy.threshold_ms[cls] else "late"
+    if wm is None:
+        return None
+    if wm > horizon:
+        return "never_ready"
+    if wm > acc + policy.threshold_ms[cls]:
+        return "overdue"
+    return None
+
+
+def is_pending(state: State, policy: JoinPolicy, wm: int | None) -> bool:
+    """Accepted, not yet ready, not yet given up on: mail in flight."""
+    return state.get("a") is not None and status_of(state, wm, policy) in (None, "overdue")
+
+
+def message_row(state: State, status: str, policy: JoinPolicy) -> dict[str, Any]:
+    acc, account, cls, priority, source, mta = state["a"]
+    r = state.get("r")
+    deadline = acc + policy.threshold_ms[cls]
+    completed = status in ("on_time", "late")
+    handling = max(0, r - acc) if completed else None
+    return {
+        "k": "m",
+        "message_id": state["id"],
+        "account_id": account,
+        "message_class": cls,
+        "priority": priority,
+        "source": source,
+        "mta": mta,
+        "accepted_at": acc,
+        "ready_at": r if completed else None,
+        "handling_ms": handling,
+        "status": status,
+        "verdict_at": min(r, deadline) if completed else deadline,
+        "clock_skew": bool(completed and r < acc),
+        "rev": state["rev"],
+    }
+
+
+def orphan_row(state: State) -> dict[str, Any]:
+    return {
+        "k": "o",
+        "message_id": state["id"],
+        "ready_at": state["r"],
+        "first_seen": state["fs"],
+        "resolved": state["os"] == "resolved",
+        "rev": state["orev"],
+    }
+
+
+def _expire_at(state: State, policy: JoinPolicy) -> int | None:
+    a, r = state.get("a"), state.get("r")
+    if a is None:
+        return r + policy.orphan_grace_ms + policy.retention_ms if state.get("os") else None
+    horizon = a[0] + policy.never_ready_ms
+    final_at = r if r is not None and r <= horizon else horizon
+    return final_at + policy.retention_ms
+
+
+def next_due(state: State, policy: JoinPolicy, wm: int | None) -> int | None:
+    """The smallest watermark at which `settle` would change this state."""
+    a, r = state.get("a"), state.get("r")
+    if a is None:
+        if state.get("os") is None:
+            return r + policy.orphan_grace_ms + 1
+        return _expire_at(state, policy)
+    status = status_of(state, wm, policy)
+    if status is None:
+        return a[0] + policy.threshold_ms[a[2]] + 1
+    if status == "overdue":
+        return a[0] + policy.never_ready_ms + 1
+    return _expire_at(state, policy)
+
+
+def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Step:
+    """Derive status, emit what changed, drop the state once it has expired."""
+    state = step.state
+    assert state is not None
+    a = state.get("a")
+    if a is None and state.get("os") is None and wm is not None and wm > state["r"] + policy.orphan_grace_ms:
+        state["os"], state["orev"] = "open", state.get("orev", 0) + 1
+        step.rows.append(orphan_row(state))
+        _count(step, "orphans")
+    if a is not None and state.get("os") == "open":
+        state["os"], state["orev"] = "resolved", state["orev"] + 1
+        step.rows.append(orphan_row(state))
+        _count(step, "orphans_resolved")
+    status = status_of(state, wm, policy)
+    if status is not None:
+        sig = [status, a[0], state.get("r") if status in ("on_time", "late") else None]
+        if sig != state.get("sig"):
+            state["sig"], state["rev"] = sig, state.get("rev", 0) + 1
+            row = message_row(state, status, policy)
+            step.rows.append(row)
+            _count(step, f"verdict_{status}")
+            if row["clock_skew"]:
+                _count(step, "clock_skew")
+        elif reemit:
+            step.rows.append(message_row(state, status, policy))
+    expire = _expire_at(state, policy)
+    if expire is not None and wm is not None and wm >= expire and status != "overdue":
+        step.state = None
+    return step
+
+
+def on_accepted(state: State | None, ev: Accepted, wm: int | None, policy: JoinPolicy) -> Step:
+    """An accepted event arrived (in any order relative to its queue-ready)."""
+    step = Step(state)
+    fields = [ev.accepted_at, ev.account_id, ev.message_class, ev.priority, ev.source, ev.mta]
+    reemit = False
+    if state is None:
+        step.state = {"id": ev.message_id, "a": fields, "r": None}
+    elif state.get("a") is None:
+        state["a"] = fields
+    else:
+        reemit = True
+        _count(step, "duplicate_accepted")
+        if ev.accepted_at != state["a"][0]:
+            _count(step, "conflicting_accepted")
+            state["a"][0] = min(state["a"][0], ev.accepted_at)
+    return _finish(step, wm, policy, reemit)
+
+
+def on_ready(state: State | None, ev: QueueReady, wm: int | None, policy: JoinPolicy,
+             wall_ms: int) -> Step:
+    """A queue-ready event arrived; `wall_ms` is recorded as an orphan's first-seen time."""
+    step = Step(state)
+    reemit = False
+    if state is None:
+        step.state = {"id": ev.message_id, "a": None, "r": ev.ready_at, "fs": wall_ms}
+    elif state.get("r") is None:
+        state["r"] = ev.ready_at
+    else:
+        reemit = True
+        _count(step, "duplicate_ready")
+        if ev.ready_at != state["r"]:
+            _count(step, "conflicting_ready")
+            state["r"] = min(state["r"], ev.ready_at)
+    return _finish(step, wm, policy, reemit)
+
+
+def settle(state: State, wm: int, policy: JoinPolicy, reemit: bool = False) -> Step:
+    """The watermark moved (deadline timer fired): emit overdue / never_ready / orphan, expire."""
+    return _finish(Step(state), wm, policy, reemit)

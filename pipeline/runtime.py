@@ -1,0 +1,187 @@
+"""Per-worker join runtime: watermarks, deadline heaps and the state table.
+
+Called by the Faust agent for every record of the partitions this worker
+owns, inside the record's stream context (so table writes go to the right
+changelog partition). It knows nothing of Faust: `table` is any mutable
+mapping of bytes to bytes, and `handle` returns the records to send. Unit
+tests drive it with a dict.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, MutableMapping
+
+import orjson
+
+from pipeline import join
+from pipeline.config import Settings
+from pipeline.events import BadEvent, parse_accepted, parse_ready
+from pipeline.sinks.kafka import dead_letter
+from pipeline.watermark import Watermark
+
+WM_PREFIX = b"\x00wm:"
+ACC, READY = "accepted", "ready"
+
+
+@dataclass
+class Partition:
+    wm: Watermark
+    heap: list[tuple[int, bytes]] = field(default_factory=list)
+    pending: int = 0
+    persisted: int | None = None
+
+
+@dataclass
+class Out:
+    """A record to produce: kind is 'result', 'dead_letter' or 'rekey' (to `topic`)."""
+
+    kind: str
+    key: bytes | None
+    value: bytes
+    topic: str | None = None
+
+
+class JoinRuntime:
+    def __init__(self, settings: Settings, table: MutableMapping[bytes, bytes]) -> None:
+        self.s = settings
+        self.table = table
+        self.policy = join.JoinPolicy(settings.threshold_ms, settings.never_ready_ms,
+                                      settings.orphan_grace_ms, settings.dedup_retention_ms)
+        self.parts: dict[int, Partition] = {}
+        self.stale = True
+        self.counters: Counter[str] = Counter()
+
+    # -- partitions -------------------------------------------------------
+    def reset(self) -> None:
+        """Partitions were reassigned: rebuild heaps from the table on the next record."""
+        self.parts.clear()
+        self.stale = True
+
+    def _part(self, p: int, wall: float) -> Partition:
+        part = self.parts.get(p)
+        if part is None:
+            part = self.parts[p] = Partition(Watermark(self.s.lateness_ms, self.s.idle_grace_s))
+            part.wm.start((ACC, READY), wall)
+        return part
+
+    def _rebuild(self, wall: float) -> list[Out]:
+        """One pass over the local table: heaps, pending counts, watermarks; re-emit open verdicts."""
+        out: list[Out] = []
+        for key, raw in list(self.table.items()):
+            if key.startswith(WM_PREFIX):
+                p = int(key[len(WM_PREFIX):])
+                value, acc_max, ready_max = orjson.loads(raw)
+                part = self._part(p, wall)
+                part.wm.value = value if part.wm.value is None else max(part.wm.value, value)
+                part.persisted = part.wm.value
+                for name, m in ((ACC, acc_max), (READY, ready_max)):
+                    if m is not None:
+                        part.wm.observe(name, m, part.wm.streams[name].last_wall)
+                continue
+        for key, raw in list(self.table.items()):
+            if key.startswith(WM_PREFIX):
+                continue
+            state = orjson.loads(raw)
+            part = self._part(state["p"], wall)
+            wm = part.wm.value
+            due = join.next_due(state, self.policy, wm)
+            if due is not None:
+                heapq.heappush(part.heap, (due, key))
+            if join.is_pending(state, self.policy, wm):
+                part.pending += 1
+            # a verdict written at a deadline may not have reached the results topic before a
+            # crash (no input record re-delivers it): write it again, same rev, the sink dedups
+            if state.get("sig") and state["sig"][0] in ("overdue", "never_ready"):
+                out += self._results([join.message_row(state, state["sig"][0], self.policy)])
+            if state.get("os"):
+                out += self._results([join.orphan_row(state)])
+        self.stale = False
+        return out
+
+    # -- records ----------------------------------------------------------
+    def handle(self, topic: str, partition: int, offset: int, key: bytes | None,
+               value: bytes | None, wall: float | None = None) -> list[Out]:
+        """Process one input record; returns what to produce. Never raises on bad input."""
+        wall = time.time() if wall is None else wall
+        out: list[Out] = self._rebuild(wall) if self.stale else []
+        part = self._part(partition, wall)
+        if topic == self.s.topic_ticks:
+            self.counters["ticks"] += 1
+        else:
+            stream = ACC if topic == self.s.topic_accepted else READY
+            self.counters[f"events_{stream}"] += 1
+            try:
+                ev = (parse_accepted if stream == ACC else parse_ready)(value or b"")
+            except BadEvent as exc:
+                self.counters["dead_letters"] += 1
+                return out + [Out("dead_letter", key, dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
+            mid = ev.message_id.encode("utf-8")
+            if key != mid:  # keyed wrongly: re-publish keyed by message id so it reaches its partition
+                self.counters["rekeyed"] += 1
+                return out + [Out("rekey", mid, value or b"", topic)]
+            prev = part.wm.value
+            part.wm.observe(stream, ev.accepted_at if stream == ACC else ev.ready_at, wall)  # type: ignore[union-attr]
+            wm = part.wm.advance(wall)
+            raw = self.table.get(mid)
+            state = orjson.loads(raw) if raw is not None else None
+            was = state is not None and join.is_pending(state, self.policy, prev)
+            if stream == ACC:
+                step = join.on_accepted(state, ev, wm, self.policy)  # type: ignore[arg-type]
+            else:
+                step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000))  # type: ignore[arg-type]
+            out += self._apply(partition, part, mid, step, was, raw)
+        prev = part.wm.value
+        wm = part.wm.advance(wall)
+        out += self._fire(partition, part, prev, wm)
+        if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
+            acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
+            self.table[WM_PREFIX + str(partition).encode()] = orjson.dumps([wm, acc, ready])
+            part.persisted = wm
+        return out
+
+    def _apply(self, p: int, part: Partition, key: bytes, step: join.Step, was: bool,
+               old: bytes | None) -> list[Out]:
+        self.counters.update(step.counters)
+        wm = part.wm.value
+        if step.state is None:
+            if old is not None:
+                del self.table[key]
+            now = False
+        else:
+            step.state.setdefault("p", p)
+            new = orjson.dumps(step.state)
+            if new != old:
+                self.table[key] = new
+                due = join.next_due(step.state, self.policy, wm)
+                if due is not None:
+                    heapq.heappush(part.heap, (due, key))
+            now = join.is_pending(step.state, self.policy, wm)
+        part.pending += int(now) - int(was)
+        return self._results(step.rows)
+
+    def _fire(self, p: int, part: Partition, prev: int | None, wm: int | None) -> list[Out]:
+        """Settle every state whose next due time the watermark has reached."""
+        out: list[Out] = []
+        while wm is not None and part.heap and part.heap[0][0] <= wm:
+            _, key = heapq.heappop(part.heap)
+            raw = self.table.get(key)
+            if raw is None:
+                continue
+            state = orjson.loads(raw)
+            was = join.is_pending(state, self.policy, prev)
+            out += self._apply(p, part, key, join.settle(state, wm, self.policy), was, raw)
+        return out
+
+    def _results(self, rows: list[dict[str, Any]]) -> list[Out]:
+        return [Out("result", r["message_id"].encode("utf-8"), orjson.dumps(r)) for r in rows]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pending_messages": sum(p.pending for p in self.parts.values()),
+            "scheduled": sum(len(p.heap) for p in self.parts.values()),
+            "watermarks": {str(k): v.wm.value for k, v in sorted(self.parts.items())},
+            "counters": dict(self.counters),
+        }

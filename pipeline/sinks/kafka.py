@@ -1,0 +1,118 @@
+"""Kafka adapter: topic creation, producing, dead-letter records, lag.
+
+Thin wrappers over aiokafka used by the worker, the sink and the CLI. Every
+function takes the bootstrap address explicitly; nothing here keeps state.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.config import Settings
+
+
+def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
+                reason: str) -> bytes:
+    """The dead-letter record: original bytes as text, or base64 when not UTF-8."""
+    def text(b: bytes | None) -> tuple[str | None, bool]:
+        if b is None:
+            return None, False
+        try:
+            return b.decode("utf-8"), False
+        except UnicodeDecodeError:
+            return base64.b64encode(b).decode("ascii"), True
+
+    raw_text, raw_b64 = text(raw)
+    key_text, key_b64 = text(key)
+    return orjson.dumps({
+        "topic": topic, "partition": partition, "offset": offset,
+        "key": key_text, "key_base64": key_b64,
+        "reason": reason, "raw": raw_text, "raw_base64": raw_b64,
+    })
+
+
+def decode_dead_letter_raw(record: dict[str, Any]) -> bytes:
+    raw = record["raw"] or ""
+    return base64.b64decode(raw) if record.get("raw_base64") else raw.encode("utf-8")
+
+
+async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str, str]]] = ()) -> None:
+    """Create missing topics; inputs, results and ticks share one partition count."""
+    specs = [
+        (settings.topic_accepted, {}),
+        (settings.topic_ready, {}),
+        (settings.topic_results, {}),
+        (settings.topic_ticks, {"retention.ms": "3600000"}),
+        (settings.topic_dead_letters, {}),
+        *extra,
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(name, settings.partitions, settings.replication, topic_configs=cfg)
+               for name, cfg in specs if name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def producer(settings: Settings, **kw: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka, linger_ms=20,
+                            max_batch_size=512 * 1024, **kw)
+
+
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, tuple[int, int]]:
+    """(beginning, end) offsets per partition of existing topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = []
+        for t in topics:
+            parts = consumer.partitions_for_topic(t)
+            if parts is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - topic may be new
+                parts = consumer.partitions_for_topic(t)
+            tps += [TopicPartition(t, p) for p in sorted(parts or ())]
+        if not tps:
+            return {}
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        return {tp: (begin[tp], end[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:
+    """Records in `topics` not yet committed by consumer group `group`."""
+    offsets = await end_offsets(settings, topics)
+    if not offsets:
+        return 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    lag = 0
+    for tp, (begin, end) in offsets.items():
+        meta = committed.get(tp)
+        pos = meta.offset if meta is not None and meta.offset >= 0 else begin
+        lag += max(0, end - max(pos, begin))
+    return lag
+
+
+def key_bytes(key: Any) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8")
+

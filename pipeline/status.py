@@ -1,0 +1,40 @@
+"""`mailsla status`: is everything received in ClickHouse yet?
+
+Reads committed offsets from Kafka (works with or without a running worker)
+and the pending-message count the join workers write under `$MAILSLA_DATA/run`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.api import pid_alive
+from pipeline.config import Settings
+from pipeline.sinks.kafka import end_offsets, group_lag
+
+
+def pending_messages(settings: Settings) -> int:
+    """Sum over live workers; with none alive, what the last ones reported at exit."""
+    snaps = []
+    for f in (settings.data_dir / "run").glob("join-*.json"):
+        try:
+            snaps.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    live = [s for s in snaps if pid_alive(int(s.get("pid", -1)))]
+    chosen = live or snaps
+    return int(sum(s.get("pending_messages", 0) for s in chosen))
+
+
+async def collect(settings: Settings) -> dict[str, Any]:
+    s = settings
+    input_lag = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
+    pending_writes = await group_lag(s, s.group_sink, [s.topic_results])
+    dlq = await end_offsets(s, [s.topic_dead_letters])
+    return {
+        "total_lag": input_lag + pending_writes,
+        "input_lag": input_lag,
+        "pending_writes": pending_writes,
+        "dead_letters": sum(end - begin for begin, end in dlq.values()),
+        "pending_messages": pending_messages(s),
+    }

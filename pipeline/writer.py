@@ -1,0 +1,108 @@
+"""The ClickHouse sink: consumes the results topic in batches and writes them.
+
+Runs inside `mailsla worker` (default) or alone as `mailsla sink`. It owns the
+process's ClickHouse connection, so it also serves the local API the CLI uses
+while the embedded database is taken. Offsets are committed only after a
+batch is in ClickHouse; a failing write is retried with backoff for as long
+as it fails (Kafka keeps the rows), never skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from mode import Service
+
+from pipeline import api
+from pipeline.config import Settings
+from pipeline.sinks.clickhouse import Store
+
+log = logging.getLogger("mailsla.sink")
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, writer: "ResultWriter") -> None:
+        self.writer = writer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.writer.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class ResultWriter(Service):
+    """Batches results (flush at `batch_rows` rows or `batch_ms`, whichever first)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.buffer: list[dict[str, Any]] = []
+        self.first_at = 0.0
+        self.written = 0
+        self.flush_lock = asyncio.Lock()
+        self.api_runner: Any = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.store = Store(self.settings)
+        await asyncio.to_thread(self.store.migrate)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka, group_id=self.settings.group_sink,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
+        )
+        self.consumer.subscribe([self.settings.topic_results], listener=_FlushOnRevoke(self))
+        await self.consumer.start()
+        self.api_runner = await api.serve(self.settings, self.store)
+        log.info("sink writing to %s", self.settings.redacted_dsn)
+
+    @Service.task
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        while not self.should_stop:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.batch_rows)
+            for records in batch.values():
+                for rec in records:
+                    if not self.buffer:
+                        self.first_at = time.monotonic()
+                    self.buffer.append(orjson.loads(rec.value))
+            due = self.buffer and (time.monotonic() - self.first_at) * 1000 >= self.settings.batch_ms
+            if len(self.buffer) >= self.settings.batch_rows or due:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Write the buffer, then commit what was consumed. Retries until the write succeeds."""
+        async with self.flush_lock:
+            if not self.buffer:
+                return
+            rows, delay = self.buffer, 0.5
+            while True:
+                try:
+                    assert self.store is not None
+                    await asyncio.to_thread(self.store.write, rows)
+                    break
+                except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep rows, retry
+                    log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1fs",
+                                len(rows), str(exc).splitlines()[0][:200], delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            self.buffer = []
+            self.written += len(rows)
+            assert self.consumer is not None
+            await self.consumer.commit()
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            try:
+                await self.flush()
+            finally:
+                await self.consumer.stop()
+        if self.api_runner is not None:
+            await api.stop(self.settings, self.api_runner)
+        if self.store is not None:
+            self.store.close()
