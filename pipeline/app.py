@@ -27,6 +27,7 @@ def broker_url(bootstrap: str) -> str:
 
 
 def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka),

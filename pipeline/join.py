@@ -151,10 +151,11 @@ def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Ste
     if status is not None:
         sig = [status, a[0], state.get("r") if status in ("on_time", "late") else None]
         if sig != state.get("sig"):
+            if state.get("sig") is None or state["sig"][0] != status:
+                _count(step, f"verdict_{status}")
             state["sig"], state["rev"] = sig, state.get("rev", 0) + 1
             row = message_row(state, status, policy)
             step.rows.append(row)
-            _count(step, f"verdict_{status}")
             if row["clock_skew"]:
                 _count(step, "clock_skew")
         elif reemit:

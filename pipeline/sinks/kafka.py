@@ -5,13 +5,14 @@ function takes the bootstrap address explicitly; nothing here keeps state.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
 
 from pipeline.config import Settings
 
@@ -99,8 +100,14 @@ async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:
         return 0
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
     await admin.start()
+    committed: dict = {}
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        for attempt in range(10):
+            try:
+                committed = await admin.list_consumer_group_offsets(group)
+                break
+            except GroupCoordinatorNotAvailableError:  # new group or broker just started
+                await asyncio.sleep(0.3 * (attempt + 1))
     finally:
         await admin.close()
     lag = 0

@@ -1,0 +1,131 @@
+"""Integration fixtures: one real Kafka broker per session, a fresh pipeline per test.
+
+Each test gets its own data dir (so its own embedded ClickHouse, owned by the
+worker subprocess), its own topic names and consumer group ids. On failure the
+broker's and the worker's log tails are printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pipeline.localkafka import LocalKafka
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    lk = LocalKafka(tmp_path_factory.mktemp("kafka-session") / "kafka")
+    lk.up()
+    yield lk
+    lk.down()
+
+
+class Pipeline:
+    """One isolated pipeline: env, worker subprocess, CLI helpers."""
+
+    def __init__(self, root: Path, kafka: LocalKafka, **overrides: str) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.root = root
+        self.env = {
+            **os.environ,
+            "MAILSLA_DATA": str(root / "data"),
+            "MAILSLA_KAFKA": kafka.bootstrap() or "",
+            "MAILSLA_APP_ID": f"t-{tag}",
+            "MAILSLA_TOPIC_ACCEPTED": f"t-{tag}.accepted",
+            "MAILSLA_TOPIC_QUEUE_READY": f"t-{tag}.queue_ready",
+            "MAILSLA_TOPIC_DEAD_LETTERS": f"t-{tag}.dead_letters",
+            "MAILSLA_TOPIC_RESULTS": f"t-{tag}.results",
+            "MAILSLA_TOPIC_TICKS": f"t-{tag}.ticks",
+            "MAILSLA_PARTITIONS": "4",
+            "MAILSLA_IDLE_GRACE_S": "0",
+            "MAILSLA_BATCH_MS": "200",
+            **overrides,
+        }
+        self.workers: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def settings(self) -> Any:
+        from pipeline import config
+
+        old = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return config.load()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mailsla {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args).stdout)
+
+    def start_worker(self, *extra: str) -> subprocess.Popen:
+        log = self.root / f"worker-{len(self.workers)}.log"
+        self.logs.append(log)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "--loglevel", "info", *extra],
+                                env=self.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
+    def wait_idle(self, timeout: float = 240, quiet_checks: int = 2) -> dict[str, Any]:
+        """Until status shows everything received is in ClickHouse (twice in a row)."""
+        deadline, zeros, st = time.monotonic() + timeout, 0, {}
+        while time.monotonic() < deadline:
+            st = self.json("status", "--json")
+            zeros = zeros + 1 if st["total_lag"] == 0 and st["pending_writes"] == 0 else 0
+            if zeros >= quiet_checks:
+                return st
+            time.sleep(1.0)
+        raise AssertionError(f"pipeline not idle after {timeout}s: {st}")
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        return self.json("sql", sql, "--format", "json")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> list[int | None]:
+        codes = []
+        for w in self.workers:
+            if w.poll() is None:
+                w.send_signal(sig)
+                try:
+                    w.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                    w.wait()
+            codes.append(w.returncode)
+        self.workers = []
+        return codes
+
+    def log_tails(self, n: int = 60) -> str:
+        out = []
+        for log in self.logs:
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            out.append(f"--- {log.name}\n" + "\n".join(lines[-n:]))
+        return "\n".join(out)
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, tmp_path: Path, kafka: LocalKafka) -> Iterator[Pipeline]:
+    p = Pipeline(tmp_path, kafka)
+    yield p
+    p.stop(signal.SIGKILL)
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"\n=== broker log tail ({kafka.log_file})\n{kafka.log_tail(60)}")
+        print(f"=== worker logs\n{p.log_tails()}")

@@ -1,0 +1,47 @@
+"""Expected results computed directly from a JSONL traffic file (no pipeline code
+beyond the timestamp parser), for messages whose two events are both present."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.events import parse_ts
+
+THRESHOLD = {"transactional": 1_800_000, "campaign": 43_200_000}
+
+
+def expected(path: Path) -> dict[str, dict[str, Any]]:
+    acc: dict[str, tuple[int, str]] = {}
+    ready: dict[str, int] = {}
+    for line in path.read_bytes().splitlines():
+        e = orjson.loads(line)
+        if "accepted_at" in e:
+            t = parse_ts(e["accepted_at"], "")
+            if e["message_id"] not in acc or t < acc[e["message_id"]][0]:
+                acc[e["message_id"]] = (t, e["message_class"])
+        else:
+            t = parse_ts(e["ready_at"], "")
+            ready[e["message_id"]] = min(t, ready.get(e["message_id"], t))
+    out = {}
+    for mid, (a, cls) in acc.items():
+        if mid in ready:
+            h = max(0, ready[mid] - a)
+            out[mid] = {"handling_ms": h, "status": "on_time" if h <= THRESHOLD[cls] else "late",
+                        "message_class": cls, "accepted_at": a}
+    return out
+
+
+def monthly(rows: dict[str, dict[str, Any]], month: str) -> dict[str, Counter]:
+    from datetime import datetime, timezone
+
+    out: dict[str, Counter] = {"transactional": Counter(), "campaign": Counter()}
+    for r in rows.values():
+        if datetime.fromtimestamp(r["accepted_at"] / 1000, tz=timezone.utc).strftime("%Y-%m") == month:
+            c = out[r["message_class"]]
+            c["total"] += 1
+            c["within"] += r["status"] == "on_time"
+            c["delayed"] += r["status"] != "on_time"
+    return out

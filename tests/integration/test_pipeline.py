@@ -1,0 +1,131 @@
+"""End to end on the real broker and the embedded ClickHouse: exact rows, exact
+aggregates, exact `mailsla sla --json`, dead letters, clean shutdown."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from oracle import expected, monthly
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "schemas" / "examples"
+pytestmark = pytest.mark.integration
+
+
+def test_the_golden_examples_give_their_expected_rows_and_verdicts(pipeline) -> None:
+    pipeline.start_worker()
+    pipeline.cli("replay", str(EXAMPLES / "traffic.jsonl"))
+    pipeline.wait_idle()
+    want = json.loads((EXAMPLES / "traffic.expected.json").read_text())
+    rows = {r["message_id"]: r for r in pipeline.rows(
+        "SELECT message_id, handling_ms, status, clock_skew FROM mailsla.handling_times")}
+    for mid, exp in want["handling_times"].items():
+        assert {k: rows[mid][k] for k in exp} == exp, mid
+    assert len(rows) == len(want["handling_times"])
+    for month, doc in want["sla"].items():
+        assert pipeline.json("sla", "--month", month, "--json") == doc
+
+
+def test_generated_traffic_across_a_month_boundary_is_exact_to_the_millisecond(pipeline, tmp_path) -> None:
+    traffic = tmp_path / "traffic.jsonl"
+    pipeline.cli("generate", "--rate", "20", "--duration", "1500", "--seed", "7",
+                 "--start", "2026-10-31T23:45:00Z", "--out", str(traffic))
+    pipeline.start_worker()
+    pipeline.cli("replay", str(traffic))
+    pipeline.wait_idle()
+    want = expected(traffic)
+    got = {r["message_id"]: r for r in pipeline.rows(
+        "SELECT message_id, handling_ms, status FROM mailsla.handling_times")}
+    assert len(got) == len(want) == 30_000
+    assert all(got[m]["handling_ms"] == w["handling_ms"] and got[m]["status"] == w["status"]
+               for m, w in want.items())
+    for month in ("2026-10", "2026-11"):
+        doc = pipeline.json("sla", "--month", month, "--json")
+        for cls, c in monthly(want, month).items():
+            got_c = doc["classes"][cls]
+            assert (got_c["total"], got_c["within"], got_c["delayed"]) == (c["total"], c["within"], c["delayed"])
+            assert got_c["compliance"] == pytest.approx(c["within"] / c["total"], abs=1e-12)
+    # the per-minute aggregates hold the same exact counts, and the digest agrees with exact quantiles
+    agg = pipeline.rows("SELECT message_class, sum(messages) AS n, sum(within) AS w, "
+                        "quantilesTDigestMerge(0.5, 0.99)(latency) AS q FROM mailsla.handling_minutely "
+                        "GROUP BY message_class")
+    exact = pipeline.rows("SELECT message_class, count() AS n, countIf(status = 'on_time') AS w, "
+                          "quantilesExact(0.5, 0.99)(handling_ms) AS q FROM mailsla.handling_times "
+                          "GROUP BY message_class")
+    by_cls = {r["message_class"]: r for r in exact}
+    for r in agg:
+        e = by_cls[r["message_class"]]
+        assert (r["n"], r["w"]) == (e["n"], e["w"])
+        assert r["q"][0] == pytest.approx(e["q"][0], rel=0.05)
+
+
+def _produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes]]) -> None:
+    async def go() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await p.start()
+        try:
+            for topic, key, value in records:
+                await p.send_and_wait(topic, value, key=key)
+        finally:
+            await p.stop()
+    asyncio.run(go())
+
+
+def _consume_all(bootstrap: str, topic: str, n: int) -> list[dict]:
+    async def go() -> list[dict]:
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+        await c.start()
+        out: list[dict] = []
+        try:
+            for _ in range(60):
+                batch = await c.getmany(timeout_ms=500)
+                out += [orjson.loads(r.value) for rs in batch.values() for r in rs]
+                if len(out) >= n:
+                    break
+        finally:
+            await c.stop()
+        return out
+    return asyncio.run(go())
+
+
+def test_each_malformed_event_becomes_one_dead_letter_and_the_worker_goes_on(pipeline) -> None:
+    env = pipeline.env
+    acc, rdy = env["MAILSLA_TOPIC_ACCEPTED"], env["MAILSLA_TOPIC_QUEUE_READY"]
+    bad = [line for line in (EXAMPLES / "malformed.jsonl").read_bytes().splitlines() if line.strip()]
+    records: list[tuple[str, bytes | None, bytes]] = [
+        (acc if b"accepted_at" in b else rdy, b"k", b) for b in bad]
+    records += [(acc, None, b"not json at all"), (rdy, b"x", b"[1, 2, 3]"), (acc, b"y", b"\xff\xfe binary"),
+                (rdy, b"z", b'{"message_id": 5, "ready_at": "2026-10-31T10:00:00Z"}')]
+    good = [(acc, b"ok-1", b'{"message_id":"ok-1","account_id":"a","message_class":"transactional",'
+                           b'"accepted_at":"2026-10-31T10:00:00Z"}'),
+            (rdy, b"ok-1", b'{"message_id":"ok-1","ready_at":"2026-10-31T10:00:01Z"}')]
+    pipeline.start_worker()
+    _produce(env["MAILSLA_KAFKA"], records + good)
+    st = pipeline.wait_idle()
+    letters = _consume_all(env["MAILSLA_KAFKA"], env["MAILSLA_TOPIC_DEAD_LETTERS"], len(records))
+    assert len(letters) == len(records) == st["dead_letters"]
+    from pipeline.sinks.kafka import decode_dead_letter_raw
+    assert sorted(decode_dead_letter_raw(d) for d in letters) == sorted(v for _, _, v in records)
+    assert all(d["reason"] and d["topic"] in (acc, rdy) and d["offset"] >= 0 for d in letters)
+    assert pipeline.rows("SELECT handling_ms FROM mailsla.handling_times") == [{"handling_ms": 1000}]
+
+
+def test_sigterm_flushes_commits_and_exits_0_and_the_cli_then_opens_the_files(pipeline) -> None:
+    worker = pipeline.start_worker()
+    pipeline.cli("replay", str(EXAMPLES / "traffic.jsonl"))
+    pipeline.wait_idle()
+    assert pipeline.stop(signal.SIGTERM) == [0]
+    assert worker.returncode == 0
+    doc = pipeline.json("sla", "--month", "2026-11", "--json")  # no worker: opens chDB itself
+    assert doc["classes"]["transactional"]["total"] == 2
+    st = pipeline.json("status", "--json")
+    assert (st["total_lag"], st["pending_writes"], st["pending_messages"]) == (0, 0, 0)
+    ro = pipeline.cli("sql", "INSERT INTO mailsla.orphan_events_raw (message_id) VALUES ('x')", check=False)
+    assert ro.returncode == 2 and "readonly" in ro.stderr.lower()

@@ -1,0 +1,74 @@
+"""The parser and the JSON Schema files agree on every example."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from pipeline.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = {name: json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())
+           for name in ("mta.accepted", "mta.queue_ready")}
+
+
+def _examples(name: str) -> list[bytes]:
+    return [line for line in (ROOT / "schemas" / "examples" / name).read_bytes().splitlines() if line.strip()]
+
+
+def _schema_ok(name: str, raw: bytes) -> bool:
+    try:
+        jsonschema.validate(orjson.loads(raw), SCHEMAS[name])
+        return True
+    except (jsonschema.ValidationError, orjson.JSONDecodeError):
+        return False
+
+
+@pytest.mark.parametrize("raw", _examples("traffic.jsonl") + _examples("malformed.jsonl"))
+def test_the_parser_accepts_exactly_what_the_schema_accepts(raw: bytes) -> None:
+    name = "mta.accepted" if b"accepted_at" in raw else "mta.queue_ready"
+    parse = parse_accepted if name == "mta.accepted" else parse_ready
+    try:
+        parse(raw)
+        parsed = True
+    except BadEvent:
+        parsed = False
+    assert parsed == _schema_ok(name, raw)
+
+
+def test_all_traffic_examples_are_valid_and_all_malformed_ones_are_not() -> None:
+    assert all(_schema_ok("mta.accepted" if b"accepted_at" in r else "mta.queue_ready", r)
+               for r in _examples("traffic.jsonl"))
+    assert not any(_schema_ok("mta.accepted" if b"accepted_at" in r else "mta.queue_ready", r)
+                   for r in _examples("malformed.jsonl"))
+
+
+def test_timestamps_with_offsets_become_utc_milliseconds() -> None:
+    assert parse_ts("2026-10-31T10:00:00.123Z", "t") == 1793440800123
+    assert parse_ts("2026-10-31T11:00:00.123+01:00", "t") == 1793440800123
+    assert parse_ts("2026-10-31T10:00:00.123456789Z", "t") == 1793440800123
+    assert format_ts(1793440800123) == "2026-10-31T10:00:00.123Z"
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b"not json", "invalid JSON"),
+    (b"[1,2]", "expected a JSON object"),
+    (b'{"account_id":"a","message_class":"campaign","accepted_at":"2026-10-31T10:00:00Z"}', "missing field message_id"),
+    (b'{"message_id":"x","account_id":"a","message_class":"campaign"}', "missing field accepted_at"),
+    (b'{"message_id":"x","account_id":"a","message_class":"campaign","accepted_at":"2026-10-31"}', "accepted_at"),
+    (b'{"message_id":"x","account_id":1,"message_class":"campaign","accepted_at":"2026-10-31T10:00:00Z"}', "account_id"),
+    (b'{"message_id":"x","account_id":"a","message_class":"bulk","accepted_at":"2026-10-31T10:00:00Z"}', "message_class"),
+    (b'{"message_id":"x","account_id":"a","message_class":"campaign","accepted_at":"2026-10-31T10:00:00Z","priority":"high"}', "priority"),
+])
+def test_a_bad_accepted_event_names_its_problem(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadEvent, match=reason):
+        parse_accepted(raw)
+
+
+def test_unknown_fields_are_ignored_and_defaults_apply() -> None:
+    ev = parse_accepted(b'{"message_id":"x","account_id":"a","message_class":"campaign",'
+                        b'"accepted_at":"2026-10-31T10:00:00Z","new_field":{"a":1}}')
+    assert (ev.priority, ev.source, ev.mta) == ("normal", "", "")
