@@ -17,6 +17,7 @@ import faust
 
 from pipeline.config import Settings
 from pipeline.runtime import JoinRuntime
+from pipeline.status import remove_stale
 from pipeline.writer import ResultWriter
 
 log = logging.getLogger("mailsla.worker")
@@ -39,7 +40,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         value_serializer="raw",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=20,
+        producer_linger=0.02,
+        producer_max_batch_size=256 * 1024,
+        stream_buffer_maxsize=16384,
         broker_commit_every=5000,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
@@ -81,6 +84,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             for p in range(s.partitions):
                 await ticks.send(key=None, value=b"", partition=p)
 
+    remove_stale(s)
     status_path = s.data_dir / "run" / f"join-{os.getpid()}.json"
 
     @app.timer(interval=2.0)

@@ -13,16 +13,35 @@ from pipeline.config import Settings
 from pipeline.sinks.kafka import end_offsets, group_lag
 
 
-def pending_messages(settings: Settings) -> int:
-    """Sum over live workers; with none alive, what the last ones reported at exit."""
+def snapshots(settings: Settings) -> list[dict[str, Any]]:
+    """What each join worker last wrote (every 2 s and at exit)."""
     snaps = []
     for f in (settings.data_dir / "run").glob("join-*.json"):
         try:
             snaps.append(json.loads(f.read_text()))
         except (OSError, ValueError):
             continue
-    live = [s for s in snaps if pid_alive(int(s.get("pid", -1)))]
-    chosen = live or snaps
+    return snaps
+
+
+def live_snapshots(settings: Settings) -> list[dict[str, Any]]:
+    return [s for s in snapshots(settings) if pid_alive(int(s.get("pid", -1)))]
+
+
+def remove_stale(settings: Settings) -> None:
+    """At worker start: forget what workers that are gone reported."""
+    for f in (settings.data_dir / "run").glob("join-*.json"):
+        try:
+            if not pid_alive(int(json.loads(f.read_text()).get("pid", -1))):
+                f.unlink()
+        except (OSError, ValueError):
+            f.unlink(missing_ok=True)
+
+
+def pending_messages(settings: Settings) -> int:
+    """Sum over live workers; with none alive, what the last ones reported at exit."""
+    snaps = snapshots(settings)
+    chosen = [s for s in snaps if pid_alive(int(s.get("pid", -1)))] or snaps
     return int(sum(s.get("pending_messages", 0) for s in chosen))
 
 
