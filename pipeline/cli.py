@@ -21,6 +21,10 @@ class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit 2."""
 
 
+class OwnerBusy(Exception):
+    """The database cannot be opened now: one line on stderr, exit 1."""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not the usage block
         raise UsageError(f"{self.prog}: {message}")
@@ -43,7 +47,11 @@ def reader(settings: Settings, migrate: bool = False) -> tuple[Query, Callable[[
         return remote, lambda: None
     from pipeline.sinks.clickhouse import Store
 
-    store = Store(settings)
+    try:
+        store = Store(settings)
+    except Exception as exc:  # noqa: BLE001 - typically: another process holds the embedded files
+        raise OwnerBusy(f"mailsla: cannot open ClickHouse at {settings.redacted_dsn} "
+                        f"({str(exc).strip().splitlines()[-1][:200]}); is a worker starting? retry") from None
     if migrate:
         store.migrate()
 
@@ -274,5 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2
+    except OwnerBusy as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

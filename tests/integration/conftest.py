@@ -82,6 +82,13 @@ class Pipeline:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "--loglevel", "info", *extra],
                                 env=self.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         self.workers.append(proc)
+        if "--no-sink" not in extra:  # the sink owns the database once its API is up
+            from pipeline import api
+
+            deadline = time.monotonic() + 90
+            while api.find(self.settings()) is None:
+                assert proc.poll() is None and time.monotonic() < deadline, self.log_tails()
+                time.sleep(0.3)
         return proc
 
     def wait_idle(self, timeout: float = 240, quiet_checks: int = 2) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""The join under real conditions: deadlines on the wall clock, disorder and duplicates,
+a SIGKILL in the middle of a replay, and a rebalance between two workers."""
+from __future__ import annotations
+
+import random
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from oracle import expected, monthly
+
+pytestmark = pytest.mark.integration
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _wait_rows(pipeline, sql: str, want: list[dict], timeout: float = 60) -> list[dict]:
+    deadline, rows = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        rows = pipeline.rows(sql)
+        if rows == want:
+            return rows
+        time.sleep(1)
+    raise AssertionError(f"wanted {want}, last saw {rows}")
+
+
+def test_stuck_mail_turns_overdue_at_its_deadline_on_the_wall_clock_then_late(pipeline, tmp_path: Path) -> None:
+    pipeline.env.update(MAILSLA_IDLE_GRACE_S="1", MAILSLA_THRESHOLD_TRANSACTIONAL_MS="4000")
+    pipeline.start_worker()
+    pipeline.wait_idle()
+    accepted = {"message_id": "stuck-1", "account_id": "a", "message_class": "transactional",
+                "accepted_at": _now()}
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(orjson.dumps(accepted) + b"\n")
+    pipeline.cli("replay", str(f))  # no queue-ready, and then nothing at all: the MTAs went quiet
+    sql = "SELECT message_id, status, handling_ms FROM mailsla.handling_times"
+    _wait_rows(pipeline, sql, [{"message_id": "stuck-1", "status": "overdue", "handling_ms": None}], 30)
+    f.write_bytes(orjson.dumps({"message_id": "stuck-1", "ready_at": _now()}) + b"\n")
+    pipeline.cli("replay", str(f))
+    rows = pipeline.rows(sql)
+    deadline = time.monotonic() + 30
+    while rows[0]["status"] != "late" and time.monotonic() < deadline:
+        time.sleep(1)
+        rows = pipeline.rows(sql)
+    assert rows[0]["status"] == "late" and rows[0]["handling_ms"] > 4000
+    agg = pipeline.rows("SELECT sum(messages) AS n, sum(delayed) AS d FROM mailsla.handling_minutely")
+    assert agg == [{"n": 1, "d": 1}]  # the overdue verdict and its late update count once
+
+
+def _messy(traffic: Path, out: Path, seed: int = 5) -> None:
+    """Duplicate ~1% of lines (some with a later timestamp), move some queue-ready lines before
+    their accepted line, keep everything else in order."""
+    rng = random.Random(seed)
+    lines = traffic.read_bytes().splitlines()
+    pos = {}
+    for i, line in enumerate(lines):
+        if b"accepted_at" in line:
+            pos[orjson.loads(line)["message_id"]] = i
+    result: list[bytes] = []
+    early: dict[int, list[bytes]] = {}
+    for i, line in enumerate(lines):
+        if b"ready_at" in line and rng.random() < 0.05:
+            mid = orjson.loads(line)["message_id"]
+            early.setdefault(max(0, pos[mid] - 1), []).append(line)
+            continue
+        result.append(line)
+    merged: list[bytes] = []
+    idx = {id(l): n for n, l in enumerate(lines)}
+    for line in result:
+        merged += early.pop(idx[id(line)], []) if idx[id(line)] in early else []
+        merged.append(line)
+        if rng.random() < 0.01:
+            ev = orjson.loads(line)
+            if rng.random() < 0.5:  # a conflicting duplicate: same message, a later timestamp
+                key = "accepted_at" if "accepted_at" in ev else "ready_at"
+                ev[key] = ev[key].replace("Z", "+00:00")[:-6].rsplit(".", 1)[0] + ".999Z"
+            merged.append(orjson.dumps(ev))
+    out.write_bytes(b"\n".join(merged) + b"\n")
+
+
+def _assert_exact(pipeline, traffic: Path) -> None:
+    want = expected(traffic)
+    got = {r["message_id"]: r for r in pipeline.rows(
+        "SELECT message_id, handling_ms, status FROM mailsla.handling_times")}
+    assert len(got) == len(want)
+    wrong = [m for m, w in want.items()
+             if (got[m]["handling_ms"], got[m]["status"]) != (w["handling_ms"], w["status"])]
+    assert wrong == []
+    for month in ("2026-10", "2026-11"):
+        doc = pipeline.json("sla", "--month", month, "--json")
+        for cls, c in monthly(want, month).items():
+            assert (doc["classes"][cls]["total"], doc["classes"][cls]["within"]) == (c["total"], c["within"])
+    agg = pipeline.rows("SELECT sum(messages) AS n, sum(within) AS w FROM mailsla.handling_minutely")
+    assert agg == [{"n": len(want), "w": sum(w["status"] == "on_time" for w in want.values())}]
+
+
+def test_sigkill_in_the_middle_of_a_messy_replay_then_restart_is_exact(pipeline, tmp_path: Path) -> None:
+    clean, traffic = tmp_path / "clean.jsonl", tmp_path / "messy.jsonl"
+    pipeline.cli("generate", "--rate", "20", "--duration", "1200", "--seed", "3",
+                 "--start", "2026-10-31T23:50:00Z", "--out", str(clean))
+    _messy(clean, traffic)
+    worker = pipeline.start_worker()
+    pipeline.cli("replay", str(traffic))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once part of it is processed, not all
+        st = pipeline.json("status", "--json")
+        if st["input_lag"] < 40_000:
+            break
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert st["input_lag"] > 0, "the worker finished before it could be killed"
+    pipeline.start_worker()
+    pipeline.wait_idle(timeout=300)
+    _assert_exact(pipeline, traffic)
+
+
+def test_a_second_worker_joining_mid_replay_rebalances_without_loss_or_double_count(pipeline, tmp_path: Path) -> None:
+    traffic = tmp_path / "traffic.jsonl"
+    pipeline.cli("generate", "--rate", "20", "--duration", "1200", "--seed", "4",
+                 "--start", "2026-10-31T23:50:00Z", "--out", str(traffic))
+    pipeline.start_worker("--no-sink")
+    sink = pipeline.root / "sink.log"
+    pipeline.logs.append(sink)
+    import subprocess
+    import sys
+    pipeline.workers.append(subprocess.Popen([sys.executable, "-m", "pipeline", "sink"], env=pipeline.env,
+                                             stdout=open(sink, "wb"), stderr=subprocess.STDOUT))
+    pipeline.cli("replay", str(traffic))
+    time.sleep(3)
+    pipeline.start_worker("--no-sink")  # joins the group: partitions move while events flow
+    pipeline.wait_idle(timeout=300)
+    _assert_exact(pipeline, traffic)
