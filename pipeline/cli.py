@@ -215,6 +215,10 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
+    if args.state:
+        from pipeline.statebench import run as run_state
+
+        return run_state(s, args.state)
     from pipeline.bench import run
 
     return run(s, events=args.events)
@@ -270,6 +274,7 @@ def build_parser() -> Parser:
 
     b = sub.add_parser("bench", help="end-to-end events/s against the raw aiokafka ceiling")
     b.add_argument("--events", type=int, default=1_000_000)
+    b.add_argument("--state", type=int, metavar="N", help="instead: join-state memory with N messages in flight")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -152,7 +152,8 @@ class JoinRuntime:
             now = False
         else:
             step.state.setdefault("p", p)
-            new = orjson.dumps(step.state)
+            # orjson's bytes keep a ~4 KiB buffer: copy to the exact size before the table keeps it
+            new = bytes(bytearray(orjson.dumps(step.state)))
             if new != old:
                 self.table[key] = new
                 due = join.next_due(step.state, self.policy, wm)
