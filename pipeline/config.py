@@ -109,7 +109,8 @@ def load() -> Settings:
         partitions=_int("MAILSLA_PARTITIONS", 8),
         replication=_int("MAILSLA_REPLICATION", 1),
         app_id=_str("MAILSLA_APP_ID", "mailsla"),
-        store=_str("MAILSLA_STORE", "memory://"),
+        # faust-streaming names its RocksDB store rocksdb:// and drives it with rocksdict
+        store=_str("MAILSLA_STORE", "memory://").replace("rocksdict://", "rocksdb://"),
         threshold_ms={
             "transactional": _int("MAILSLA_THRESHOLD_TRANSACTIONAL_MS", 30 * MINUTE_MS),
             "campaign": _int("MAILSLA_THRESHOLD_CAMPAIGN_MS", 12 * HOUR_MS),

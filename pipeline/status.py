@@ -6,6 +6,7 @@ and the pending-message count the join workers write under `$MAILSLA_DATA/run`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from pipeline.api import pid_alive
@@ -38,11 +39,22 @@ def remove_stale(settings: Settings) -> None:
             f.unlink(missing_ok=True)
 
 
-def pending_messages(settings: Settings) -> int:
-    """Sum over live workers; with none alive, what the last ones reported at exit."""
+def _chosen(settings: Settings) -> list[dict[str, Any]]:
+    """Live workers' snapshots; with none alive, what the last ones reported at exit."""
     snaps = snapshots(settings)
-    chosen = [s for s in snaps if pid_alive(int(s.get("pid", -1)))] or snaps
-    return int(sum(s.get("pending_messages", 0) for s in chosen))
+    return [s for s in snaps if pid_alive(int(s.get("pid", -1)))] or snaps
+
+
+def pending_messages(settings: Settings) -> int:
+    return int(sum(s.get("pending_messages", 0) for s in _chosen(settings)))
+
+
+def counters(settings: Settings) -> dict[str, int]:
+    """Join counters (duplicates, conflicts, orphans, clock skew, ...) since the workers started."""
+    total: Counter[str] = Counter()
+    for snap in _chosen(settings):
+        total.update(snap.get("counters", {}))
+    return dict(sorted(total.items()))
 
 
 async def collect(settings: Settings) -> dict[str, Any]:
@@ -56,4 +68,5 @@ async def collect(settings: Settings) -> dict[str, Any]:
         "pending_writes": pending_writes,
         "dead_letters": sum(end - begin for begin, end in dlq.values()),
         "pending_messages": pending_messages(s),
+        "counters": counters(s),
     }

@@ -50,8 +50,16 @@ class ResultWriter(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        self.store = Store(self.settings)
-        await asyncio.to_thread(self.store.migrate)
+        delay = 0.5
+        while True:  # a ClickHouse server may still be starting
+            try:
+                self.store = self.store or Store(self.settings)
+                await asyncio.to_thread(self.store.migrate)
+                break
+            except Exception as exc:  # noqa: BLE001
+                log.warning("ClickHouse not ready (%s); retrying in %.1fs", str(exc).strip().splitlines()[0][:200], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka, group_id=self.settings.group_sink,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
@@ -75,12 +83,14 @@ class ResultWriter(Service):
             if len(self.buffer) >= self.settings.batch_rows or due:
                 await self.flush()
 
-    async def flush(self) -> None:
-        """Write the buffer, then commit what was consumed. Retries until the write succeeds."""
+    async def flush(self, give_up_after: float | None = None) -> None:
+        """Write the buffer, then commit what was consumed. Retries while the write fails;
+        with `give_up_after` (at shutdown) it stops trying and commits nothing, so the
+        rows are read again from Kafka by the next sink."""
         async with self.flush_lock:
             if not self.buffer:
                 return
-            rows, delay = self.buffer, 0.5
+            rows, delay, started = self.buffer, 0.5, time.monotonic()
             while True:
                 try:
                     assert self.store is not None
@@ -88,7 +98,11 @@ class ResultWriter(Service):
                     break
                 except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep rows, retry
                     log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1fs",
-                                len(rows), str(exc).splitlines()[0][:200], delay)
+                                len(rows), str(exc).strip().splitlines()[0][:200], delay)
+                    if give_up_after is not None and time.monotonic() - started > give_up_after:
+                        log.error("giving up at shutdown; %d rows stay in Kafka, uncommitted", len(rows))
+                        self.buffer = []
+                        return
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
             self.buffer = []
@@ -99,7 +113,7 @@ class ResultWriter(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             try:
-                await self.flush()
+                await self.flush(give_up_after=20.0)
             finally:
                 await self.consumer.stop()
         if self.api_runner is not None:
