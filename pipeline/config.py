@@ -67,7 +67,7 @@ class Settings:
     orphan_grace_ms: int = HOUR_MS
     dedup_retention_ms: int = 24 * HOUR_MS
     lateness_ms: int = 0
-    idle_grace_s: float = 10.0  # <= 0 disables wall-clock advance (pure replay)
+    idle_grace_s: float = 5.0  # <= 0 disables wall-clock advance (pure replay)
     batch_rows: int = 20_000
     batch_ms: int = 500
     api_port: int = 0  # 0 = pick a free port
@@ -119,7 +119,7 @@ def load() -> Settings:
         orphan_grace_ms=_int("MAILSLA_ORPHAN_GRACE_MS", HOUR_MS),
         dedup_retention_ms=_int("MAILSLA_DEDUP_RETENTION_MS", 24 * HOUR_MS),
         lateness_ms=_int("MAILSLA_LATENESS_MS", 0),
-        idle_grace_s=_float("MAILSLA_IDLE_GRACE_S", 10.0),
+        idle_grace_s=_float("MAILSLA_IDLE_GRACE_S", 5.0),
         batch_rows=_int("MAILSLA_BATCH_ROWS", 20_000),
         batch_ms=_int("MAILSLA_BATCH_MS", 500),
         api_port=_int("MAILSLA_API_PORT", 0),

@@ -134,7 +134,11 @@ class JoinRuntime:
                 step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000))  # type: ignore[arg-type]
             out += self._apply(partition, part, mid, step, was, raw)
         prev = part.wm.value
-        wm = part.wm.advance(wall)
+        if topic == self.s.topic_ticks:
+            floor = max((m for m in (q.wm.max_seen() for q in self.parts.values()) if m is not None), default=None)
+            wm = part.wm.advance(wall, floor)
+        else:
+            wm = part.wm.advance(wall)
         out += self._fire(partition, part, prev, wm)
         if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
             acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts

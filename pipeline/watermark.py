@@ -37,8 +37,16 @@ class Watermark:
         for name in streams:
             self.streams.setdefault(name, StreamClock(last_wall=wall))
 
-    def advance(self, wall: float) -> int | None:
-        """Recompute at wall time `wall`; returns the (never decreasing) watermark."""
+    def max_seen(self) -> int | None:
+        seen = [c.max_ts for c in self.streams.values() if c.max_ts is not None]
+        return max(seen) if seen else None
+
+    def advance(self, wall: float, floor: int | None = None) -> int | None:
+        """Recompute at wall time `wall`; returns the (never decreasing) watermark.
+
+        `floor` is the newest event time the worker has seen on any partition: a partition
+        whose inputs are all quiet catches up with it (as an idle source in Flink stops
+        holding back the operator's watermark), so event time is one clock per worker."""
         live = self.idle_grace_s > 0
         active = [c for c in self.streams.values()
                   if not (live and wall - c.last_wall > self.idle_grace_s)]
@@ -47,10 +55,11 @@ class Watermark:
         if active:
             if all(c.max_ts is not None for c in active):
                 candidate = min(c.max_ts for c in active) - self.lateness_ms  # type: ignore[type-var]
-        elif seen:
-            newest = max(seen, key=lambda c: c.last_wall)
-            quiet_ms = int((wall - newest.last_wall - self.idle_grace_s) * 1000)
-            candidate = max(c.max_ts for c in seen) - self.lateness_ms + max(0, quiet_ms)  # type: ignore[type-var]
+        elif seen or floor is not None:
+            last_wall = max((c.last_wall for c in self.streams.values()), default=wall)
+            quiet_ms = max(0, int((wall - last_wall - self.idle_grace_s) * 1000))
+            newest = max([c.max_ts for c in seen] + ([floor] if floor is not None else []))  # type: ignore[type-var]
+            candidate = newest - self.lateness_ms + quiet_ms
         if candidate is not None and (self.value is None or candidate > self.value):
             self.value = candidate
         return self.value

@@ -54,3 +54,18 @@ def test_allowed_lateness_is_subtracted() -> None:
     w.observe("accepted", 1000, 1.0)
     w.observe("ready", 1000, 1.0)
     assert w.advance(1.0) == 700
+
+
+def test_a_quiet_partition_catches_up_with_the_newest_event_time_of_the_worker() -> None:
+    w = wm()
+    w.observe("accepted", 10_000, 1.0)
+    w.observe("ready", 8_000, 1.0)
+    assert w.advance(2.0, floor=50_000) == 8_000  # still active: the floor does not apply
+    assert w.advance(12.0, floor=50_000) == 51_000  # quiet: the floor, then the wall clock
+
+
+def test_the_floor_is_ignored_in_replay_mode() -> None:
+    w = wm(idle=0)
+    w.observe("accepted", 10_000, 1.0)
+    w.observe("ready", 8_000, 1.0)
+    assert w.advance(100.0, floor=50_000) == 8_000
