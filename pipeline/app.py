@@ -75,7 +75,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        runtime.reset()
+        runtime.reset({tp.partition for tp in assigned if tp.topic == s.topic_accepted})
 
     if s.idle_grace_s > 0:
         @app.timer(interval=1.0)

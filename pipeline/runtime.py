@@ -52,13 +52,21 @@ class JoinRuntime:
                                       settings.orphan_grace_ms, settings.dedup_retention_ms)
         self.parts: dict[int, Partition] = {}
         self.stale = True
+        self.assigned: set[int] | None = None
         self.counters: Counter[str] = Counter()
 
     # -- partitions -------------------------------------------------------
-    def reset(self) -> None:
-        """Partitions were reassigned: rebuild heaps from the table on the next record."""
+    def reset(self, assigned: set[int] | None = None) -> None:
+        """Partitions were reassigned: rebuild heaps from the table on the next record.
+
+        `assigned` are this worker's partitions now; the memory store keeps the states of
+        partitions that moved to another worker, and those must not be scheduled here."""
         self.parts.clear()
+        self.assigned = assigned
         self.stale = True
+
+    def _mine(self, p: int) -> bool:
+        return self.assigned is None or p in self.assigned
 
     def _part(self, p: int, wall: float) -> Partition:
         part = self.parts.get(p)
@@ -73,6 +81,8 @@ class JoinRuntime:
         for key, raw in list(self.table.items()):
             if key.startswith(WM_PREFIX):
                 p = int(key[len(WM_PREFIX):])
+                if not self._mine(p):
+                    continue
                 value, acc_max, ready_max = orjson.loads(raw)
                 part = self._part(p, wall)
                 part.wm.value = value if part.wm.value is None else max(part.wm.value, value)
@@ -85,6 +95,8 @@ class JoinRuntime:
             if key.startswith(WM_PREFIX):
                 continue
             state = orjson.loads(raw)
+            if not self._mine(state["p"]):
+                continue
             part = self._part(state["p"], wall)
             wm = part.wm.value
             due = join.next_due(state, self.policy, wm)

@@ -84,7 +84,7 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
             key = orjson.loads(raw)["message_id"].encode()
             results += [orjson.loads(o.value) for o in rt.handle(topic, p, 0, key, raw, wall=0.0) if o.kind == "result"]
         if p == 1:  # a rebalance in the middle: heaps rebuilt from the table, verdicts re-emitted
-            rt.reset()
+            rt.reset(set(range(PARTS)))
     # the sink: batches of arbitrary size, some delivered twice, with a stored-row memory
     stored: dict[str, tuple] = {}
     agg: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -109,3 +109,17 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
         totals = [t + c for t, c in zip(totals, cell)]
     on_time = sum(1 for st_, _ in expected.values() if st_ == "on_time")
     assert totals == [len(expected), on_time, len(expected) - on_time]
+
+
+def test_states_of_partitions_moved_to_another_worker_are_not_scheduled_here() -> None:
+    s = settings()
+    table: dict[bytes, bytes] = {}
+    rt = JoinRuntime(s, table)
+    for i, p in enumerate((0, 1)):
+        raw = orjson.dumps({"message_id": f"x{i}", "account_id": "a", "message_class": "transactional",
+                            "accepted_at": format_ts(T0)})
+        rt.handle(s.topic_accepted, p, 0, f"x{i}".encode(), raw, wall=0.0)
+    assert rt.snapshot()["pending_messages"] == 2
+    rt.reset({0})  # partition 1 now belongs to another worker; the memory store still holds it
+    rt.handle(s.topic_ticks, 0, 0, None, b"", wall=0.0)
+    assert rt.snapshot()["pending_messages"] == 1 and set(rt.parts) == {0}
