@@ -137,15 +137,32 @@ def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
     from pipeline.events import parse_ts
     from pipeline.replay import produce_all
 
+    from pipeline.policy import PolicyError, duration_ms
+
     if args.rate <= 0 or args.duration <= 0:
         raise UsageError("mailsla generate: --rate and --duration must be > 0")
+    try:
+        incident = stall = None
+        if args.incident:
+            start_, dur, share, delay = args.incident.split(",")
+            incident = generator.Incident(duration_ms(start_, "START"), duration_ms(dur, "DURATION"),
+                                          float(share), duration_ms(delay, "DELAY"))
+            if not 0 <= incident.share <= 1:
+                raise ValueError("SHARE must be between 0 and 1")
+        if args.stall:
+            start_, dur = args.stall.split(",")
+            stall = generator.Stall(duration_ms(start_, "START"), duration_ms(dur, "DURATION"))
+    except (ValueError, PolicyError) as exc:
+        raise UsageError(f"mailsla generate: --incident START,DURATION,SHARE,DELAY / --stall START,DURATION "
+                         f"(durations like 10m): {exc}") from None
+    profile = generator.Profile(incident=incident, stall=stall)
     if args.out:
         start = parse_ts(args.start, "--start") if args.start else int(time.time() * 1000)
         with open(args.out, "wb") as f:
-            f.writelines(generator.to_jsonl(generator.simulated(args.rate, args.duration, args.seed, start)))
+            f.writelines(generator.to_jsonl(generator.simulated(args.rate, args.duration, args.seed, start, profile)))
         return 0
     topics = {"accepted": s.topic_accepted, "ready": s.topic_ready}
-    events = generator.live(args.rate, args.duration, args.seed)
+    events = generator.live(args.rate, args.duration, args.seed, profile)
     records = ((topics[kind], ev["message_id"].encode(), orjson.dumps(ev)) for kind, ev in events)
     n = asyncio.run(produce_all(s, records, int(args.rate * args.duration * 2), "generate"))
     print(json.dumps({"events": n}))
@@ -251,6 +268,9 @@ def build_parser() -> Parser:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--out", help="write JSONL here in simulated time instead of producing")
     g.add_argument("--start", help="with --out: RFC 3339 time of the first message (default now)")
+    g.add_argument("--incident", metavar="START,DURATION,SHARE,DELAY",
+                   help="e.g. 10m,45m,0.3,35m: from 10 min in, for 45 min, 30%% of transactional mail takes 35-70 min")
+    g.add_argument("--stall", metavar="START,DURATION", help="e.g. 20m,40m: no queue-ready at all for 40 min")
     g.set_defaults(func=cmd_generate)
 
     sl = sub.add_parser("sla", help="monthly verdict per class")

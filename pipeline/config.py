@@ -92,6 +92,12 @@ def _kafka_default(data_dir: Path) -> str:
 
 def load() -> Settings:
     """Read the environment. Raises ConfigError on a value we cannot use."""
+    from pipeline.policy import PolicyError, load as load_policy
+
+    try:
+        policy = load_policy(os.environ.get("MAILSLA_POLICY") or None)
+    except PolicyError as exc:
+        raise ConfigError(f"MAILSLA_POLICY: {exc}") from None
     data_dir = Path(_str("MAILSLA_DATA", "./data")).resolve()
     dsn = _str("MAILSLA_CLICKHOUSE", f"chdb://{data_dir / 'clickhouse'}")
     if not dsn.startswith(("chdb://", "http://", "https://")):
@@ -112,8 +118,8 @@ def load() -> Settings:
         # faust-streaming names its RocksDB store rocksdb:// and drives it with rocksdict
         store=_str("MAILSLA_STORE", "memory://").replace("rocksdict://", "rocksdb://"),
         threshold_ms={
-            "transactional": _int("MAILSLA_THRESHOLD_TRANSACTIONAL_MS", 30 * MINUTE_MS),
-            "campaign": _int("MAILSLA_THRESHOLD_CAMPAIGN_MS", 12 * HOUR_MS),
+            "transactional": _int("MAILSLA_THRESHOLD_TRANSACTIONAL_MS", policy.threshold_ms["transactional"]),
+            "campaign": _int("MAILSLA_THRESHOLD_CAMPAIGN_MS", policy.threshold_ms["campaign"]),
         },
         never_ready_ms=_int("MAILSLA_NEVER_READY_MS", 72 * HOUR_MS),
         orphan_grace_ms=_int("MAILSLA_ORPHAN_GRACE_MS", HOUR_MS),

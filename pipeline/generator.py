@@ -22,10 +22,32 @@ MINUTE = 60_000
 
 
 @dataclass(frozen=True)
+class Incident:
+    """From `start_ms` for `duration_ms` after the run starts, `share` of transactional mail
+    takes `delay_ms` to 2 x `delay_ms`."""
+
+    start_ms: int
+    duration_ms: int
+    share: float
+    delay_ms: int
+
+
+@dataclass(frozen=True)
+class Stall:
+    """From `start_ms` for `duration_ms`, no queue-ready at all: what would be ready then
+    becomes ready when the stall ends."""
+
+    start_ms: int
+    duration_ms: int
+
+
+@dataclass(frozen=True)
 class Profile:
     transactional_share: float = 0.7
     accounts: int = 200
     slow_share: float = 0.004  # messages well past their class threshold
+    incident: Incident | None = None
+    stall: Stall | None = None
 
 
 def _handling_ms(rng: random.Random, cls: str, p: Profile) -> int:
@@ -49,6 +71,12 @@ def messages(rate: float, duration: float, seed: int, start_ms: int,
         cls = "transactional" if rng.random() < p.transactional_share else "campaign"
         mid = f"g{seed}-{n:09d}"
         ready = acc + _handling_ms(rng, cls, p)
+        inc, stall = p.incident, p.stall
+        if inc and cls == "transactional" and inc.start_ms <= acc - start_ms < inc.start_ms + inc.duration_ms \
+                and rng.random() < inc.share:
+            ready = acc + int(rng.uniform(inc.delay_ms, 2 * inc.delay_ms))
+        if stall and start_ms + stall.start_ms <= ready < start_ms + stall.start_ms + stall.duration_ms:
+            ready = start_ms + stall.start_ms + stall.duration_ms + rng.randrange(5000)
         mta = f"mta-{rng.randrange(4)}"
         accepted = {"message_id": mid, "account_id": rng.choices(accounts, weights)[0],
                     "message_class": cls, "accepted_at": format_ts(acc),
@@ -57,11 +85,12 @@ def messages(rate: float, duration: float, seed: int, start_ms: int,
         yield acc, accepted, ready, {"message_id": mid, "ready_at": format_ts(ready), "mta": mta}
 
 
-def simulated(rate: float, duration: float, seed: int, start_ms: int) -> Iterator[tuple[str, dict]]:
+def simulated(rate: float, duration: float, seed: int, start_ms: int,
+              profile: Profile = Profile()) -> Iterator[tuple[str, dict]]:
     """Events in event-time order: ('accepted'|'ready', event)."""
     due: list[tuple[int, int, dict]] = []
     seq = 0
-    for acc, a, ready, r in messages(rate, duration, seed, start_ms):
+    for acc, a, ready, r in messages(rate, duration, seed, start_ms, profile):
         while due and due[0][0] <= acc:
             yield "ready", heapq.heappop(due)[2]
         yield "accepted", a
@@ -76,13 +105,13 @@ def to_jsonl(events: Iterator[tuple[str, dict]]) -> Iterator[bytes]:
         yield orjson.dumps(ev) + b"\n"
 
 
-def live(rate: float, duration: float, seed: int) -> Iterator[tuple[str, dict]]:
+def live(rate: float, duration: float, seed: int, profile: Profile = Profile()) -> Iterator[tuple[str, dict]]:
     """Events paced by the wall clock; queue-ready events not yet due at the end stay unsent."""
     start = int(time.time() * 1000)
     end = start + int(duration * 1000)
     due: list[tuple[int, int, dict]] = []
     seq = 0
-    for acc, a, ready, r in messages(rate, duration, seed, start):
+    for acc, a, ready, r in messages(rate, duration, seed, start, profile):
         while True:
             now = int(time.time() * 1000)
             while due and due[0][0] <= now:

@@ -40,3 +40,26 @@ def test_a_bad_setting_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> N
 def test_every_command_has_help(cmd: str) -> None:
     proc = run(cmd, "--help")
     assert proc.returncode == 0 and "usage: mailsla" in proc.stdout
+
+
+def test_generate_writes_an_incident_and_a_stall_into_the_file(tmp_path) -> None:
+    import orjson
+
+    from pipeline.events import parse_ts
+
+    out = tmp_path / "t.jsonl"
+    proc = run("generate", "--rate", "10", "--duration", "7200", "--out", str(out), "--start",
+               "2026-10-31T00:00:00Z", "--incident", "10m,45m,0.3,35m", "--stall", "90m,20m")
+    assert proc.returncode == 0, proc.stderr
+    acc, rdy = {}, {}
+    for line in out.read_bytes().splitlines():
+        e = orjson.loads(line)
+        if "accepted_at" in e:
+            acc[e["message_id"]] = (parse_ts(e["accepted_at"], ""), e["message_class"])
+        else:
+            rdy[e["message_id"]] = parse_ts(e["ready_at"], "")
+    t0 = parse_ts("2026-10-31T00:00:00Z", "")
+    inside = [m for m, (a, c) in acc.items() if c == "transactional" and t0 + 600_000 <= a < t0 + 3_300_000]
+    late = [m for m in inside if rdy[m] - acc[m][0] > 1_800_000]
+    assert 0.2 < len(late) / len(inside) < 0.4
+    assert not any(t0 + 5_400_000 <= r < t0 + 6_600_000 for r in rdy.values())

@@ -1,0 +1,110 @@
+"""Semi-critical fault detection and burn-rate alerts: a pure core.
+
+Takes the policy, the event-time clock (`now_ms`, a minute boundary) and
+counts of verdicts, and returns decisions; it imports neither Kafka nor
+ClickHouse. Verdicts are counted by the minute their verdict became known
+(`verdict_at`), so a stuck queue counts as delayed at its deadlines.
+The state (`FaultState`) is plain data so the caller can persist it: a
+restart continues the same fault instead of opening another.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from pipeline.policy import Policy
+
+MINUTE = 60_000
+
+
+@dataclass
+class Verdicts:
+    """Delayed and eligible verdicts per minute of verdict time (one class)."""
+
+    minutes: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+    def add(self, verdict_ms: int, delayed: int, eligible: int) -> None:
+        cell = self.minutes[verdict_ms // MINUTE * MINUTE]
+        cell[0] += delayed
+        cell[1] += eligible
+
+    def window(self, now_ms: int, length_ms: int) -> tuple[int, int]:
+        """(delayed, eligible) with verdict time in [now - length, now)."""
+        lo = now_ms - length_ms
+        d = e = 0
+        for m, (dd, ee) in self.minutes.items():
+            if lo <= m < now_ms:
+                d += dd
+                e += ee
+        return d, e
+
+    def forget_before(self, ms: int) -> None:
+        for m in [m for m in self.minutes if m < ms]:
+            del self.minutes[m]
+
+
+@dataclass
+class FaultState:
+    opened_at: int | None = None
+    peak_share: float = 0.0
+    delayed: int = 0
+    eligible: int = 0
+    ok_since: int | None = None
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    kind: str  # "semi_critical"
+    event: str  # "opened" | "updated" | "resolved"
+    message_class: str
+    at: int
+    opened_at: int
+    peak_share: float
+    delayed: int
+    eligible: int
+    resolved_at: int | None = None
+
+
+def evaluate(policy: Policy, cls: str, state: FaultState, now_ms: int, delayed: int,
+             eligible: int) -> list[FaultEvent]:
+    """One evaluation (every minute of event time) of the fault rule for one class."""
+    share = delayed / eligible if eligible else 0.0
+    breach = eligible >= policy.fault_min_volume and share > policy.fault_share
+
+    def ev(name: str, resolved: int | None = None) -> FaultEvent:
+        return FaultEvent("semi_critical", name, cls, now_ms, state.opened_at or now_ms, state.peak_share,
+                          state.delayed, state.eligible, resolved)
+
+    if state.opened_at is None:
+        if not breach:
+            return []
+        state.opened_at, state.peak_share, state.delayed, state.eligible = now_ms, share, delayed, eligible
+        state.ok_since = None
+        return [ev("opened")]
+    if breach:
+        state.ok_since = None
+        if share > state.peak_share:
+            state.peak_share, state.delayed, state.eligible = share, delayed, eligible
+            return [ev("updated")]
+        return []
+    if state.ok_since is None:
+        state.ok_since = now_ms
+    if now_ms - state.ok_since >= policy.fault_hold_ms:
+        out = [ev("resolved", now_ms)]
+        state.opened_at, state.peak_share, state.delayed, state.eligible, state.ok_since = None, 0.0, 0, 0, None
+        return out
+    return []
+
+
+def burn_rates(policy: Policy, verdicts: Verdicts, now_ms: int) -> list[dict[str, object]]:
+    """Each tier with its long and short burn rates and whether it fires (both above the factor)."""
+    out = []
+    for t in policy.burn_tiers:
+        rates = []
+        for length in (t.long_ms, t.short_ms):
+            d, e = verdicts.window(now_ms, length)
+            rates.append((d / e) / policy.error_budget if e else 0.0)
+        out.append({"severity": t.severity, "factor": t.factor, "long_ms": t.long_ms, "short_ms": t.short_ms,
+                    "burn_long": rates[0], "burn_short": rates[1],
+                    "firing": rates[0] > t.factor and rates[1] > t.factor})
+    return out
