@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -184,6 +185,44 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+FAULT_SERIES_SQL = """
+SELECT message_class, toUnixTimestamp(minute) * 1000 AS m, sum(delayed) AS d, sum(messages) AS e
+FROM {db}.handling_minutely GROUP BY message_class, minute HAVING e != 0 ORDER BY minute
+"""
+
+
+def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import faults, policy
+    from pipeline.events import format_ts
+
+    pol = policy.load(os.environ.get("MAILSLA_POLICY") or None)
+    query, close = reader(s, migrate=True)
+    try:
+        _, rows = query(FAULT_SERIES_SQL.format(db=s.database))
+    finally:
+        close()
+    found: list[dict[str, Any]] = []
+    for cls in ("transactional", "campaign"):
+        series = [(int(m), int(d), int(e)) for c, m, d, e in rows if c == cls]
+        found += faults.detect(pol, cls, series)
+    found.sort(key=lambda f: f["opened_at"])  # type: ignore[arg-type, return-value]
+    if args.open:
+        found = [f for f in found if f["resolved_at"] is None]
+    for f in found:
+        f["opened_at"] = format_ts(f["opened_at"])  # type: ignore[arg-type]
+        f["resolved_at"] = format_ts(f["resolved_at"]) if f["resolved_at"] is not None else None  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        for f in found:
+            print(f"{f['kind']:<14} {f['message_class']:<14} opened {f['opened_at']}  "
+                  f"resolved {f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% "  # type: ignore[operator]
+                  f"({f['delayed']}/{f['eligible']})")
+        if not found:
+            print("no faults")
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
     query, close = reader(s)
     try:
@@ -277,6 +316,11 @@ def build_parser() -> Parser:
     sl.add_argument("--month", required=True, help="YYYY-MM (UTC)")
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_sla)
+
+    fl = sub.add_parser("faults", help="semi-critical faults (over 10%% of verdicts delayed), from the verdicts")
+    fl.add_argument("--json", action="store_true")
+    fl.add_argument("--open", action="store_true", help="only faults still open")
+    fl.set_defaults(func=cmd_faults)
 
     q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")
     q.add_argument("query")

@@ -108,3 +108,43 @@ def burn_rates(policy: Policy, verdicts: Verdicts, now_ms: int) -> list[dict[str
                     "burn_long": rates[0], "burn_short": rates[1],
                     "firing": rates[0] > t.factor and rates[1] > t.factor})
     return out
+
+
+def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+    """Run the fault rule every minute of event time over a class's verdict series.
+
+    `series` holds (minute_ms, delayed, eligible) by minute of verdict time. Evaluations run at
+    each minute boundary from the first verdict to one minute after the last, over the
+    trailing window. Returns one record per fault, `resolved_at` None while it is open.
+    Deterministic: the same verdicts always give the same faults (replay = live).
+    """
+    if not series:
+        return []
+    by_minute = {m: (d, e) for m, d, e in series}
+    first, last = min(by_minute), max(by_minute)
+    window = policy.fault_window_ms[cls]
+    n = (last - first) // MINUTE + 2
+    pd, pe = [0] * (n + 1), [0] * (n + 1)  # sums of the minutes before first + i minutes
+    for i in range(n):
+        d, e = by_minute.get(first + i * MINUTE, (0, 0))
+        pd[i + 1], pe[i + 1] = pd[i] + d, pe[i] + e
+
+    def idx(ms: int) -> int:
+        return min(n, max(0, (ms - first) // MINUTE))
+
+    state, faults, current = FaultState(), [], None
+    for i in range(1, n + 1):
+        now = first + i * MINUTE
+        lo, hi = idx(now - window), idx(now)
+        delayed, eligible = pd[hi] - pd[lo], pe[hi] - pe[lo]
+        for ev in evaluate(policy, cls, state, now, delayed, eligible):
+            if ev.event == "opened":
+                current = {"kind": ev.kind, "message_class": cls, "opened_at": ev.opened_at,
+                           "resolved_at": None, "peak_share": ev.peak_share, "delayed": ev.delayed,
+                           "eligible": ev.eligible}
+                faults.append(current)
+            elif current is not None:
+                current.update(peak_share=ev.peak_share, delayed=ev.delayed, eligible=ev.eligible)
+                if ev.event == "resolved":
+                    current["resolved_at"], current = ev.resolved_at, None
+    return faults

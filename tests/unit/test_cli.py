@@ -35,7 +35,7 @@ def test_a_bad_setting_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> N
     assert proc.returncode == 2 and "MAILSLA_PARTITIONS" in proc.stderr
 
 
-@pytest.mark.parametrize("cmd", ["kafka", "worker", "sink", "replay", "generate", "sla", "sql", "status",
+@pytest.mark.parametrize("cmd", ["kafka", "worker", "sink", "replay", "generate", "sla", "sql", "status", "faults",
                                  "demo", "bench"])
 def test_every_command_has_help(cmd: str) -> None:
     proc = run(cmd, "--help")

@@ -84,3 +84,26 @@ def test_a_short_spike_alone_does_not_page() -> None:
 def test_a_bad_policy_names_the_key(doc: dict, key: str) -> None:
     with pytest.raises(PolicyError, match=key):
         parse(doc)
+
+
+def test_detect_finds_one_fault_for_an_incident_and_resolves_it_after_the_hold() -> None:
+    from pipeline.faults import detect
+
+    series = [(m * MIN, 30 if 60 <= m < 105 else 2, 100) for m in range(0, 240)]
+    (fault,) = detect(P, "transactional", series)
+    assert fault["opened_at"] == 69 * MIN  # 9 bad minutes of 30: (9 * 30 + 21 * 2) / 3000 > 10%
+    assert fault["resolved_at"] is not None and fault["resolved_at"] > 105 * MIN
+    assert fault["peak_share"] == pytest.approx(0.3)
+
+
+def test_detect_finds_nothing_for_six_percent_slow_mail() -> None:
+    from pipeline.faults import detect
+
+    assert detect(P, "transactional", [(m * MIN, 6, 100) for m in range(240)]) == []
+
+
+def test_a_fault_still_open_at_the_end_has_no_resolved_at() -> None:
+    from pipeline.faults import detect
+
+    (fault,) = detect(P, "transactional", [(m * MIN, 50, 100) for m in range(10)])
+    assert fault["resolved_at"] is None
