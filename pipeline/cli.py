@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import os
 import sys
@@ -185,66 +183,28 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
-FAULT_SERIES_SQL = """
-SELECT message_class, toUnixTimestamp(minute) * 1000 AS m, sum(delayed) AS d, sum(messages) AS e
-FROM {db}.handling_minutely GROUP BY message_class, minute HAVING e != 0 ORDER BY minute
-"""
-
-
 def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import faults, policy
-    from pipeline.events import format_ts
+    from pipeline import policy, reports
 
     pol = policy.load(os.environ.get("MAILSLA_POLICY") or None)
     query, close = reader(s, migrate=True)
     try:
-        _, rows = query(FAULT_SERIES_SQL.format(db=s.database))
+        found = reports.faults(s, pol, query, open_only=args.open)
     finally:
         close()
-    found: list[dict[str, Any]] = []
-    for cls in ("transactional", "campaign"):
-        series = [(int(m), int(d), int(e)) for c, m, d, e in rows if c == cls]
-        found += faults.detect(pol, cls, series)
-    found.sort(key=lambda f: f["opened_at"])  # type: ignore[arg-type, return-value]
-    if args.open:
-        found = [f for f in found if f["resolved_at"] is None]
-    for f in found:
-        f["opened_at"] = format_ts(f["opened_at"])  # type: ignore[arg-type]
-        f["resolved_at"] = format_ts(f["resolved_at"]) if f["resolved_at"] is not None else None  # type: ignore[arg-type]
-    if args.json:
-        print(json.dumps(found, indent=2))
-    else:
-        for f in found:
-            print(f"{f['kind']:<14} {f['message_class']:<14} opened {f['opened_at']}  "
-                  f"resolved {f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% "  # type: ignore[operator]
-                  f"({f['delayed']}/{f['eligible']})")
-        if not found:
-            print("no faults")
+    print(json.dumps(found, indent=2) if args.json else reports.render_faults(found))
     return 0
 
 
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import reports
+
     query, close = reader(s)
     try:
         cols, rows = query(args.query)
     finally:
         close()
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps([dict(zip(cols, r)) for r in rows], default=str) + b"\n")
-    elif args.format == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(cols)
-        w.writerows(rows)
-        sys.stdout.write(buf.getvalue())
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(*cols)
-        for r in rows:
-            t.add_row(*("NULL" if v is None else str(v) for v in r))
-        Console().print(t)
+    reports.print_rows(cols, rows, args.format)
     return 0
 
 

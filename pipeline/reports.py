@@ -1,0 +1,69 @@
+"""What the read-only commands print: SQL result formats and the fault list.
+
+Runs in the CLI process; `query` is whichever ClickHouse path the CLI has (the
+owner's local API or its own connection), so nothing here opens a database.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from pipeline import faults as fault_core
+from pipeline.config import Settings
+from pipeline.events import CLASSES, format_ts
+from pipeline.policy import Policy
+
+Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
+
+FAULT_SERIES_SQL = """
+SELECT message_class, toUnixTimestamp(minute) * 1000 AS m, sum(delayed) AS d, sum(messages) AS e
+FROM {db}.handling_minutely GROUP BY message_class, minute HAVING e != 0 ORDER BY minute
+"""
+
+
+def print_rows(cols: list[str], rows: list[Sequence[Any]], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps([dict(zip(cols, r)) for r in rows], default=str) + b"\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*cols)
+        for r in rows:
+            t.add_row(*("NULL" if v is None else str(v) for v in r))
+        Console().print(t)
+
+
+def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = False) -> list[dict[str, Any]]:
+    """Semi-critical faults per class from the exact per-minute verdict counts, oldest first."""
+    _, rows = query(FAULT_SERIES_SQL.format(db=settings.database))
+    found: list[dict[str, Any]] = []
+    for cls in CLASSES:
+        series = [(int(m), int(d), int(e)) for c, m, d, e in rows if c == cls]
+        found += fault_core.detect(policy, cls, series)
+    found.sort(key=lambda f: f["opened_at"])
+    if open_only:
+        found = [f for f in found if f["resolved_at"] is None]
+    for f in found:
+        f["opened_at"] = format_ts(f["opened_at"])
+        f["resolved_at"] = format_ts(f["resolved_at"]) if f["resolved_at"] is not None else None
+    return found
+
+
+def render_faults(found: list[dict[str, Any]]) -> str:
+    if not found:
+        return "no faults"
+    return "\n".join(
+        f"{f['kind']:<14} {f['message_class']:<14} opened {f['opened_at']}  resolved "
+        f"{f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
+        for f in found)
