@@ -85,6 +85,16 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 await ticks.send(key=None, value=b"", partition=p)
 
     remove_stale(s)
+    @app.timer(interval=2.0)
+    async def unstick_fetcher() -> None:
+        """faust-streaming takes a partition out of the fetcher when its stream buffer fills and
+        can miss putting it back (seen here after a SIGKILL and restart: one partition with lag,
+        never fetched again). Put such partitions back every 2 s; if the buffer is really still
+        full, Faust takes them out again on the next record."""
+        consumer = app.consumer
+        for tp in list(getattr(consumer, "_buffered_partitions", ())):
+            consumer.on_buffer_drop(tp)
+
     status_path = s.data_dir / "run" / f"join-{os.getpid()}.json"
 
     @app.timer(interval=2.0)
