@@ -38,9 +38,12 @@ def summary(settings: Settings, url: str, last: dict[str, float]) -> str:
     snaps = live_snapshots(settings)
     events = sum(s["counters"].get("events_accepted", 0) + s["counters"].get("events_ready", 0) for s in snaps)
     pending = sum(s.get("pending_messages", 0) for s in snaps)
-    now = time.monotonic()
-    rate = (events - last.get("events", 0)) / max(1e-6, now - last.get("at", now - 1))
-    last.update(events=events, at=now)
+    at = max((s.get("at", 0.0) for s in snaps), default=0.0)  # when the worker wrote its counters
+    if at > last.get("at", 0.0):
+        if "at" in last:
+            last["rate"] = (events - last["events"]) / (at - last["at"])
+        last.update(events=events, at=at)
+    rate = last.get("rate", 0.0)
     parts = [f"{datetime.now(timezone.utc):%H:%M:%S}", f"{rate:7.0f} ev/s",
              f"pending {pending:6d}"]
     try:
