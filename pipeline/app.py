@@ -11,12 +11,16 @@ import json
 import logging
 import os
 import time
+from collections import defaultdict
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from pipeline.config import Settings
+from pipeline.offsets import REWIND, SKIP, OffsetTracker
 from pipeline.runtime import JoinRuntime
+from pipeline.sinks.kafka import committed_offsets
 from pipeline.status import remove_stale
 from pipeline.writer import ResultWriter
 
@@ -25,6 +29,32 @@ log = logging.getLogger("mailsla.worker")
 
 def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+class _ReadOffsets(defaultdict):
+    """Faust's read positions, except for our input topics.
+
+    Faust drops any record below the last offset it read from a partition. After a seek
+    (its own at recovery, or ours when records were skipped) the rest of the batch in
+    flight moves that mark up again, so the re-fetched records are dropped too: seen
+    after a SIGKILL, the first records after the committed offset never reached the
+    agent. For the input topics the agent's OffsetTracker orders records itself."""
+
+    def __init__(self, untracked: set[str]) -> None:
+        super().__init__(lambda: None)
+        self.untracked = untracked
+
+    def __getitem__(self, tp: Any) -> Any:
+        return None if tp.topic in self.untracked else super().__getitem__(tp)
+
+
+def _offsets(tracker: OffsetTracker) -> dict[str, Any]:
+    """Per input partition, the next offset to process and the last committed (for `status`)."""
+    return {
+        "next": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.expected.items())},
+        "committed": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.committed.items())},
+        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped,
+    }
 
 
 def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
@@ -48,7 +78,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         table_cleanup_interval=3600.0,
     )
     s = settings
-    source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks,
+    # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
+    source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks, acks=False,
                        partitions=s.partitions, key_serializer="raw", value_serializer="raw")
     results = app.topic(s.topic_results, partitions=s.partitions)
     dead_letters = app.topic(s.topic_dead_letters, partitions=s.partitions)
@@ -60,11 +91,24 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     runtime = JoinRuntime(settings, table)
     app.mailsla_runtime = runtime  # type: ignore[attr-defined]
 
+    tracker = OffsetTracker()
+    app.mailsla_offsets = tracker  # type: ignore[attr-defined]
+    app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
+
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
-        """Runs for every input record of the partitions this worker owns."""
+        """Runs for every input record of the partitions this worker owns, in offset order."""
         async for event in stream.events():
             msg = event.message
+            action = tracker.check(msg.tp, msg.offset, time.monotonic())
+            if action == SKIP:
+                continue
+            if action == REWIND:  # Faust skipped records: read them again before going on
+                want = tracker.expected[msg.tp]
+                log.warning("input %s-%d: got offset %d, expected %d; seeking back",
+                            msg.topic, msg.partition, msg.offset, want)
+                await app.consumer.seek(msg.tp, want)
+                continue
             for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
                 if out.kind == "result":
                     await results.send(key=out.key, value=out.value)
@@ -73,9 +117,36 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 else:
                     await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
 
+    async def commit_inputs() -> None:
+        """Commit the input offsets processed so far, after their outputs are flushed."""
+        offsets = tracker.to_commit()
+        if offsets:
+            await app.producer.flush()
+            if await app.consumer._commit(offsets):  # noqa: SLF001 - offsets of our choosing
+                tracker.did_commit(offsets)
+
+    @app.timer(interval=1.0)
+    async def commit_timer() -> None:
+        await commit_inputs()
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        try:
+            await commit_inputs()  # so the next owner starts where this one stopped
+        except Exception as exc:  # noqa: BLE001 - the next owner re-processes instead: harmless
+            log.warning("commit at revoke failed: %s", exc)
+        tracker.revoke(set(revoked))
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         runtime.reset({tp.partition for tp in assigned if tp.topic == s.topic_accepted})
+        inputs_tps = [tp for tp in assigned if tp.topic in (s.topic_accepted, s.topic_ready, s.topic_ticks)]
+        try:
+            start = await committed_offsets(s, s.app_id, inputs_tps)
+        except Exception as exc:  # noqa: BLE001 - fall back to trusting the first record seen
+            log.warning("could not read committed offsets (%s); trusting the first record per partition", exc)
+            start = {}
+        tracker.assign({TP(t, p): o for (t, p), o in start.items()})
 
     if s.idle_grace_s > 0:
         @app.timer(interval=1.0)
@@ -101,7 +172,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     async def write_status() -> None:
         """The CLI's `status` reads pending messages from here."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
-        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time()}
+        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker)}
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)
