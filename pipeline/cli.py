@@ -169,8 +169,11 @@ def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
+    account = args.account
+    if account is not None and not account:
+        raise UsageError("mailsla sla: --account must not be empty")
     try:
-        sql_text = sla.monthly_sql(s.database, args.month)
+        sql_text = sla.monthly_sql(s.database, args.month, args.by_account, account)
     except ValueError as exc:
         raise UsageError(f"mailsla sla: {exc}") from None
     query, close = reader(s, migrate=True)
@@ -178,8 +181,44 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
         _, rows = query(sql_text)
     finally:
         close()
-    doc = sla.verdict(args.month, rows, s.threshold_ms)
+    target = s.policy.objective if s.policy else sla.TARGET
+    doc = sla.verdict(args.month, rows, s.threshold_ms, target, args.by_account, account)
     print(json.dumps(doc, indent=2) if args.json else sla.render(doc))
+    return 0
+
+
+def cmd_accounts(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import facts
+
+    try:
+        n = facts.load_accounts(s, Path(args.file))
+    except facts.FactError as exc:
+        raise UsageError(f"mailsla accounts load: {exc}") from None
+    print(json.dumps({"accounts": n, "topic": s.topic_accounts}))
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import facts
+
+    if args.action == "list":
+        query, close = reader(s, migrate=True)
+        try:
+            cols, rows = query(f"SELECT window_id, start_at, end_at, reason, origin FROM {s.database}."
+                               "maintenance_windows FINAL WHERE deleted = 0 ORDER BY start_at")
+        finally:
+            close()
+        from pipeline import reports
+
+        reports.print_rows(cols, rows, "json" if args.json else "table")
+        return 0
+    if not args.start or not args.end:
+        raise UsageError(f"mailsla maintenance {args.action}: --start and --end are required")
+    try:
+        doc = facts.publish_window(s, args.start, args.end, args.reason, deleted=args.action == "remove")
+    except facts.FactError as exc:
+        raise UsageError(f"mailsla maintenance {args.action}: {exc}") from None
+    print(json.dumps(doc))
     return 0
 
 
@@ -189,7 +228,7 @@ def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
     pol = policy.load(os.environ.get("MAILSLA_POLICY") or None)
     query, close = reader(s, migrate=True)
     try:
-        found = reports.faults(s, pol, query, open_only=args.open)
+        found = reports.faults(s, pol, query, open_only=args.open, kinds=args.kind)
     finally:
         close()
     print(json.dumps(found, indent=2) if args.json else reports.render_faults(found))
@@ -273,13 +312,30 @@ def build_parser() -> Parser:
     g.set_defaults(func=cmd_generate)
 
     sl = sub.add_parser("sla", help="monthly verdict per class")
-    sl.add_argument("--month", required=True, help="YYYY-MM (UTC)")
+    sl.add_argument("--month", required=True, help="YYYY-MM (calendar month in the policy's time zone)")
     sl.add_argument("--json", action="store_true")
+    sl.add_argument("--by-account", action="store_true", help="also every account's own verdict")
+    sl.add_argument("--account", help="only this account's verdict")
     sl.set_defaults(func=cmd_sla)
+
+    ac = sub.add_parser("accounts", help="account facts for exclusions (introductory period, rate limit)")
+    ac.add_argument("action", choices=["load"])
+    ac.add_argument("file", help="JSONL (or a JSON array): account_id, first_send_at, rate_limited, updated_at")
+    ac.set_defaults(func=cmd_accounts)
+
+    mt = sub.add_parser("maintenance", help="planned maintenance windows (mail accepted inside is excluded)")
+    mt.add_argument("action", choices=["add", "remove", "list"])
+    mt.add_argument("--start", help="RFC 3339, e.g. 2026-11-03T02:00:00Z")
+    mt.add_argument("--end", help="RFC 3339, after --start")
+    mt.add_argument("--reason", default="planned maintenance")
+    mt.add_argument("--json", action="store_true", help="list: JSON")
+    mt.set_defaults(func=cmd_maintenance)
 
     fl = sub.add_parser("faults", help="semi-critical faults (over 10%% of verdicts delayed), from the verdicts")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--open", action="store_true", help="only faults still open")
+    fl.add_argument("--kind", choices=["semi_critical", "burn_rate", "all"], default="semi_critical",
+                    help="semi_critical faults (default), burn_rate alerts, or all")
     fl.set_defaults(func=cmd_faults)
 
     q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")

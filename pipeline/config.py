@@ -10,6 +10,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.policy import Policy
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -45,6 +49,17 @@ def _str(name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _secret(name: str) -> str:
+    """From NAME, or from the file named by NAME_FILE (Kubernetes/Docker secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return os.environ.get(name, "")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -56,6 +71,11 @@ class Settings:
     topic_dead_letters: str = "mailsla.dead_letters"
     topic_results: str = "mailsla.results"
     topic_ticks: str = "mailsla.ticks"
+    topic_accounts: str = "mailsla.accounts"
+    topic_maintenance: str = "mailsla.maintenance"
+    topic_faults: str = "mailsla.faults"
+    webhook_url: str = ""  # fault events are POSTed here as JSON when set
+    fault_interval_s: float = 10.0  # how often the sink re-evaluates faults (<= 0: never)
     partitions: int = 8
     replication: int = 1
     app_id: str = "mailsla"
@@ -71,6 +91,7 @@ class Settings:
     batch_rows: int = 20_000
     batch_ms: int = 500
     api_port: int = 0  # 0 = pick a free port
+    policy: "Policy | None" = None  # the loaded policy file (None only in hand-made test settings)
 
     @property
     def group_sink(self) -> str:
@@ -99,7 +120,7 @@ def load() -> Settings:
     except PolicyError as exc:
         raise ConfigError(f"MAILSLA_POLICY: {exc}") from None
     data_dir = Path(_str("MAILSLA_DATA", "./data")).resolve()
-    dsn = _str("MAILSLA_CLICKHOUSE", f"chdb://{data_dir / 'clickhouse'}")
+    dsn = _secret("MAILSLA_CLICKHOUSE") or f"chdb://{data_dir / 'clickhouse'}"  # may hold a password
     if not dsn.startswith(("chdb://", "http://", "https://")):
         raise ConfigError("MAILSLA_CLICKHOUSE must start with chdb://, http:// or https://")
     s = Settings(
@@ -112,6 +133,11 @@ def load() -> Settings:
         topic_dead_letters=_str("MAILSLA_TOPIC_DEAD_LETTERS", "mailsla.dead_letters"),
         topic_results=_str("MAILSLA_TOPIC_RESULTS", "mailsla.results"),
         topic_ticks=_str("MAILSLA_TOPIC_TICKS", "mailsla.ticks"),
+        topic_accounts=_str("MAILSLA_TOPIC_ACCOUNTS", "mailsla.accounts"),
+        topic_maintenance=_str("MAILSLA_TOPIC_MAINTENANCE", "mailsla.maintenance"),
+        topic_faults=_str("MAILSLA_TOPIC_FAULTS", "mailsla.faults"),
+        webhook_url=_secret("MAILSLA_WEBHOOK_URL"),
+        fault_interval_s=_float("MAILSLA_FAULT_INTERVAL_S", 10.0),
         partitions=_int("MAILSLA_PARTITIONS", 8),
         replication=_int("MAILSLA_REPLICATION", 1),
         app_id=_str("MAILSLA_APP_ID", "mailsla"),
@@ -129,6 +155,7 @@ def load() -> Settings:
         batch_rows=_int("MAILSLA_BATCH_ROWS", 20_000),
         batch_ms=_int("MAILSLA_BATCH_MS", 500),
         api_port=_int("MAILSLA_API_PORT", 0),
+        policy=policy,
     )
     if s.partitions < 1:
         raise ConfigError("MAILSLA_PARTITIONS must be >= 1")

@@ -35,6 +35,7 @@ class Accepted:
     priority: str = "normal"
     source: str = ""  # "" when the producer did not say
     mta: str = ""
+    client_error: str = ""  # reason the client caused a failure ("" = none): excluded from the SLA
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ def parse_accepted(raw: bytes) -> Accepted:
         priority=_choice(obj, "priority", PRIORITIES, "normal"),  # type: ignore[arg-type]
         source=_choice(obj, "source", SOURCES, "") or "",
         mta=_string(obj, "mta", required=False) or "",
+        client_error=_string(obj, "client_error", required=False) or "",
     )
 
 
@@ -125,3 +127,28 @@ def parse_ready(raw: bytes) -> QueueReady:
 
 def _missing(name: str) -> int:
     raise BadEvent(f"missing field {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A record of the compacted topic mailsla.accounts (latest per account wins)."""
+
+    account_id: str
+    first_send_at: int | None  # epoch ms; None = unknown (no introductory period applied)
+    rate_limited: bool
+    updated_at: int | None = None
+
+
+def parse_account(raw: bytes) -> Account:
+    obj = _load(raw)
+    limited = obj.get("rate_limited", False)
+    if not isinstance(limited, bool):
+        raise BadEvent(f"rate_limited: expected true or false, got {type(limited).__name__}")
+    first = obj.get("first_send_at")
+    updated = obj.get("updated_at")
+    return Account(
+        account_id=_string(obj, "account_id", required=True, nonempty=True),  # type: ignore[arg-type]
+        first_send_at=None if first is None else parse_ts(first, "first_send_at"),
+        rate_limited=limited,
+        updated_at=None if updated is None else parse_ts(updated, "updated_at"),
+    )

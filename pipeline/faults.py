@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from pipeline.policy import Policy
 
@@ -110,6 +111,83 @@ def burn_rates(policy: Policy, verdicts: Verdicts, now_ms: int) -> list[dict[str
     return out
 
 
+class _Prefix:
+    """Prefix sums of a per-minute (delayed, eligible) series: any window's counts in O(1)."""
+
+    def __init__(self, series: list[tuple[int, int, int]], extra_minutes: int = 1) -> None:
+        by_minute = {m: (d, e) for m, d, e in series}
+        self.first = min(by_minute)
+        self.n = (max(by_minute) - self.first) // MINUTE + 1 + extra_minutes
+        self.d, self.e = [0] * (self.n + 1), [0] * (self.n + 1)
+        for i in range(self.n):
+            d, e = by_minute.get(self.first + i * MINUTE, (0, 0))
+            self.d[i + 1], self.e[i + 1] = self.d[i] + d, self.e[i] + e
+
+    def window(self, now: int, length: int) -> tuple[int, int]:
+        """(delayed, eligible) with verdict minute in [now - length, now)."""
+        lo = min(self.n, max(0, (now - length - self.first) // MINUTE))
+        hi = min(self.n, max(0, (now - self.first) // MINUTE))
+        return self.d[hi] - self.d[lo], self.e[hi] - self.e[lo]
+
+    def minutes(self) -> Iterator[int]:
+        """Evaluation times: each minute boundary after the first verdict minute."""
+        return (self.first + i * MINUTE for i in range(1, self.n + 1))
+
+
+def burn_alerts(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+    """Multi-window burn-rate alerts, evaluated every minute of event time like `detect`.
+
+    A tier fires while both its long and its short window burn the error budget faster than
+    its factor (burn = delayed share / (1 - objective)); the alert opens at the first such
+    minute and resolves at the first minute it stops (no hold: the short window is the
+    reset). `peak_share` is the highest long-window delayed share seen while open.
+    """
+    if not series:
+        return []
+    pre, budget, alerts = _Prefix(series), policy.error_budget, []
+    for tier in policy.burn_tiers:
+        current: dict[str, object] | None = None
+        for now in pre.minutes():
+            (dl, el), (ds, es) = pre.window(now, tier.long_ms), pre.window(now, tier.short_ms)
+            burn_long = dl / el / budget if el else 0.0
+            burn_short = ds / es / budget if es else 0.0
+            firing = burn_long > tier.factor and burn_short > tier.factor
+            if firing and current is None:
+                current = {"kind": "burn_rate", "severity": tier.severity, "message_class": cls, "opened_at": now,
+                           "resolved_at": None, "peak_share": dl / el, "delayed": dl, "eligible": el,
+                           "factor": tier.factor, "long_ms": tier.long_ms, "short_ms": tier.short_ms}
+                alerts.append(current)
+            elif firing and current is not None and dl / el > float(current["peak_share"]):  # type: ignore[arg-type]
+                current.update(peak_share=dl / el, delayed=dl, eligible=el)
+            elif not firing and current is not None:
+                current["resolved_at"], current = now, None
+    return alerts
+
+
+def fault_id(f: dict[str, object]) -> str:
+    """Stable identity of a fault or alert: the same verdicts give the same id after a restart."""
+    return f"{f['kind']}:{f['message_class']}:{f.get('severity', 'semi_critical')}:{f.get('factor', '')}:{f['opened_at']}"
+
+
+def changes(stored: dict[str, dict[str, object]], found: list[dict[str, object]]) -> list[tuple[str, dict[str, object]]]:
+    """What to announce: (`opened` | `updated` | `resolved`, fault) for every difference between
+    the faults already announced (`stored`, by id) and those found now. A fault found again
+    unchanged announces nothing, so a restart never re-opens or duplicates one."""
+    out: list[tuple[str, dict[str, object]]] = []
+    for f in found:
+        old = stored.get(fault_id(f))
+        if old is None:
+            out.append(("opened", f))
+            if f["resolved_at"] is not None:
+                out.append(("resolved", f))
+            continue
+        if float(f["peak_share"]) > float(old["peak_share"]) + 1e-12:  # type: ignore[arg-type]
+            out.append(("updated", f))
+        if f["resolved_at"] is not None and old.get("resolved_at") is None:
+            out.append(("resolved", f))
+    return out
+
+
 def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list[dict[str, object]]:
     """Run the fault rule every minute of event time over a class's verdict series.
 
@@ -120,26 +198,13 @@ def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list
     """
     if not series:
         return []
-    by_minute = {m: (d, e) for m, d, e in series}
-    first, last = min(by_minute), max(by_minute)
-    window = policy.fault_window_ms[cls]
-    n = (last - first) // MINUTE + 2
-    pd, pe = [0] * (n + 1), [0] * (n + 1)  # sums of the minutes before first + i minutes
-    for i in range(n):
-        d, e = by_minute.get(first + i * MINUTE, (0, 0))
-        pd[i + 1], pe[i + 1] = pd[i] + d, pe[i] + e
-
-    def idx(ms: int) -> int:
-        return min(n, max(0, (ms - first) // MINUTE))
-
+    pre, window = _Prefix(series), policy.fault_window_ms[cls]
     state, faults, current = FaultState(), [], None
-    for i in range(1, n + 1):
-        now = first + i * MINUTE
-        lo, hi = idx(now - window), idx(now)
-        delayed, eligible = pd[hi] - pd[lo], pe[hi] - pe[lo]
+    for now in pre.minutes():
+        delayed, eligible = pre.window(now, window)
         for ev in evaluate(policy, cls, state, now, delayed, eligible):
             if ev.event == "opened":
-                current = {"kind": ev.kind, "message_class": cls, "opened_at": ev.opened_at,
+                current = {"kind": ev.kind, "severity": "semi_critical", "message_class": cls, "opened_at": ev.opened_at,
                            "resolved_at": None, "peak_share": ev.peak_share, "delayed": ev.delayed,
                            "eligible": ev.eligible}
                 faults.append(current)

@@ -76,7 +76,8 @@ def is_pending(state: State, policy: JoinPolicy, wm: int | None) -> bool:
 
 
 def message_row(state: State, status: str, policy: JoinPolicy) -> dict[str, Any]:
-    acc, account, cls, priority, source, mta = state["a"]
+    acc, account, cls, priority, source, mta = state["a"][:6]
+    client_error = state["a"][6] if len(state["a"]) > 6 else ""  # states written before 0.2 have 6
     r = state.get("r")
     deadline = acc + policy.threshold_ms[cls]
     completed = status in ("on_time", "late")
@@ -89,6 +90,7 @@ def message_row(state: State, status: str, policy: JoinPolicy) -> dict[str, Any]
         "priority": priority,
         "source": source,
         "mta": mta,
+        "client_error": client_error,
         "accepted_at": acc,
         "ready_at": r if completed else None,
         "handling_ms": handling,
@@ -169,7 +171,7 @@ def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Ste
 def on_accepted(state: State | None, ev: Accepted, wm: int | None, policy: JoinPolicy) -> Step:
     """An accepted event arrived (in any order relative to its queue-ready)."""
     step = Step(state)
-    fields = [ev.accepted_at, ev.account_id, ev.message_class, ev.priority, ev.source, ev.mta]
+    fields = [ev.accepted_at, ev.account_id, ev.message_class, ev.priority, ev.source, ev.mta, ev.client_error]
     reemit = False
     if state is None:
         step.state = {"id": ev.message_id, "a": fields, "r": None}

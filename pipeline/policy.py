@@ -6,6 +6,7 @@ no ClickHouse. Durations are written as `90s`, `30m`, `12h`, `3d`.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,13 @@ class BurnTier:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    start_ms: int
+    end_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Policy:
     threshold_ms: dict[str, int]
     objective: float
@@ -48,6 +56,11 @@ class Policy:
     fault_min_volume: int
     fault_hold_ms: int
     burn_tiers: tuple[BurnTier, ...]
+    intro_ms: int = 30 * 86_400_000
+    surge_multiple: float = 5.0
+    surge_baseline_ms: int = 86_400_000
+    surge_min_messages: int = 1000
+    maintenance: tuple[Maintenance, ...] = ()
 
     @property
     def error_budget(self) -> float:
@@ -91,8 +104,43 @@ def parse(doc: Any) -> Policy:
             sev, float(_get(t, "factor", f"burn_rate[{i}].")),
             duration_ms(_get(t, "long", f"burn_rate[{i}]."), f"burn_rate[{i}].long"),
             duration_ms(_get(t, "short", f"burn_rate[{i}]."), f"burn_rate[{i}].short")))
-    return Policy(thresholds, float(objective), str(doc.get("timezone", "UTC")), float(share), windows,
-                  volume, duration_ms(_get(fault, "hold", "fault."), "fault.hold"), tuple(tiers))
+    tz = str(doc.get("timezone", "UTC"))
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise PolicyError(f"timezone: unknown time zone {tz!r}") from None
+    return Policy(thresholds, float(objective), tz, float(share), windows,
+                  volume, duration_ms(_get(fault, "hold", "fault."), "fault.hold"), tuple(tiers),
+                  **_exclusions(doc.get("exclusions") or {}))
+
+
+def _exclusions(doc: Any) -> dict[str, Any]:
+    from pipeline.events import BadEvent, parse_ts
+
+    if not isinstance(doc, dict):
+        raise PolicyError("exclusions: expected a mapping")
+    surge = doc.get("volume_surge") or {}
+    multiple, minimum = surge.get("multiple", 5), surge.get("min_messages", 1000)
+    if not isinstance(multiple, (int, float)) or multiple <= 1:
+        raise PolicyError(f"exclusions.volume_surge.multiple: must be a number above 1, got {multiple!r}")
+    if not isinstance(minimum, int) or minimum < 1:
+        raise PolicyError(f"exclusions.volume_surge.min_messages: must be a whole number >= 1, got {minimum!r}")
+    baseline = duration_ms(surge.get("baseline", "24h"), "exclusions.volume_surge.baseline")
+    if baseline % 3_600_000:
+        raise PolicyError("exclusions.volume_surge.baseline: must be whole hours")
+    windows = []
+    for i, w in enumerate(doc.get("maintenance") or []):
+        key = f"exclusions.maintenance[{i}]"
+        try:
+            start, end = parse_ts(_get(w, "start", key + "."), "start"), parse_ts(_get(w, "end", key + "."), "end")
+        except BadEvent as exc:
+            raise PolicyError(f"{key}.{exc}") from None
+        if end <= start:
+            raise PolicyError(f"{key}: end must be after start")
+        windows.append(Maintenance(start, end, str(w.get("reason") or "planned maintenance")))
+    return {"intro_ms": duration_ms(doc.get("introductory_period", "30d"), "exclusions.introductory_period"),
+            "surge_multiple": float(multiple), "surge_baseline_ms": baseline, "surge_min_messages": minimum,
+            "maintenance": tuple(windows)}
 
 
 def load(path: str | Path | None = None) -> Policy:

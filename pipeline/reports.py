@@ -19,9 +19,11 @@ from pipeline.policy import Policy
 
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 
+# eligible verdicts (exclusions applied) per class and minute of verdict time
 FAULT_SERIES_SQL = """
-SELECT message_class, toUnixTimestamp(minute) * 1000 AS m, sum(delayed) AS d, sum(messages) AS e
-FROM {db}.handling_minutely GROUP BY message_class, minute HAVING e != 0 ORDER BY minute
+SELECT message_class, toUnixTimestamp(toStartOfMinute(verdict_at)) * 1000 AS m,
+       countIf(status IN ('overdue', 'late', 'never_ready')) AS d, count() AS e
+FROM {db}.handling_times WHERE NOT excluded GROUP BY message_class, m ORDER BY m
 """
 
 
@@ -44,26 +46,41 @@ def print_rows(cols: list[str], rows: list[Sequence[Any]], fmt: str) -> None:
         Console().print(t)
 
 
-def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = False) -> list[dict[str, Any]]:
-    """Semi-critical faults per class from the exact per-minute verdict counts, oldest first."""
-    _, rows = query(FAULT_SERIES_SQL.format(db=settings.database))
+def find_faults(policy: Policy, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every semi-critical fault (both classes) and burn-rate alert (transactional: the class the
+    99% objective is for) in a verdict series of (class, minute_ms, delayed, eligible) rows."""
     found: list[dict[str, Any]] = []
     for cls in CLASSES:
         series = [(int(m), int(d), int(e)) for c, m, d, e in rows if c == cls]
         found += fault_core.detect(policy, cls, series)
-    found.sort(key=lambda f: f["opened_at"])
+        if cls == "transactional":
+            found += fault_core.burn_alerts(policy, cls, series)
+    found.sort(key=lambda f: (f["opened_at"], f["kind"]))
+    return found
+
+
+def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = False,
+           kinds: str = "semi_critical") -> list[dict[str, Any]]:
+    """Faults and alerts from the exact per-minute verdict counts, oldest first."""
+    _, rows = query(FAULT_SERIES_SQL.format(db=settings.database))
+    found = [f for f in find_faults(policy, list(rows)) if kinds == "all" or f["kind"] == kinds]
     if open_only:
         found = [f for f in found if f["resolved_at"] is None]
-    for f in found:
-        f["opened_at"] = format_ts(f["opened_at"])
-        f["resolved_at"] = format_ts(f["resolved_at"]) if f["resolved_at"] is not None else None
-    return found
+    return [public(f) for f in found]
+
+
+def public(f: dict[str, Any]) -> dict[str, Any]:
+    """A fault as `mailsla faults --json`, the faults topic and the webhook show it: RFC 3339 times."""
+    out = dict(f)
+    out["opened_at"] = format_ts(int(f["opened_at"]))
+    out["resolved_at"] = format_ts(int(f["resolved_at"])) if f["resolved_at"] is not None else None
+    return out
 
 
 def render_faults(found: list[dict[str, Any]]) -> str:
     if not found:
         return "no faults"
     return "\n".join(
-        f"{f['kind']:<14} {f['message_class']:<14} opened {f['opened_at']}  resolved "
+        f"{f['kind']:<14} {f.get('severity', ''):<13} {f['message_class']:<14} opened {f['opened_at']}  resolved "
         f"{f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
         for f in found)

@@ -60,7 +60,7 @@ def counters(settings: Settings) -> dict[str, int]:
 async def collect(settings: Settings) -> dict[str, Any]:
     s = settings
     input_lag = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
-    pending_writes = await group_lag(s, s.group_sink, [s.topic_results])
+    pending_writes = await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance])
     dlq = await end_offsets(s, [s.topic_dead_letters])
     return {
         "total_lag": input_lag + pending_writes,

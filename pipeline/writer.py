@@ -19,7 +19,8 @@ from mode import Service
 
 from pipeline import api
 from pipeline.config import Settings
-from pipeline.sinks.clickhouse import Store
+from pipeline.events import BadEvent, parse_account
+from pipeline.sinks.clickhouse import Store, maintenance_record_row
 
 log = logging.getLogger("mailsla.sink")
 
@@ -47,7 +48,19 @@ class ResultWriter(Service):
         self.written = 0
         self.flush_lock = asyncio.Lock()
         self.api_runner: Any = None
+        self.seen: dict[int, tuple[int, float]] = {}  # results partition -> (max verdict_at consumed, wall time)
+        self.progress: dict[int, tuple[int, float]] = {}  # the same, for rows already in ClickHouse
         super().__init__(**kwargs)
+
+    def horizon(self, idle_s: float = 60.0) -> int | None:
+        """Event time up to which every active results partition's verdicts are in ClickHouse.
+
+        The fault monitor evaluates only up to here, so a replay catching up partition by
+        partition never announces a fault that the complete data would not have. Partitions
+        without results for `idle_s` do not hold it back (None: nothing to hold back)."""
+        now = time.time()
+        active = [v for v, at in self.progress.values() if now - at <= idle_s]
+        return min(active) if active else None
 
     async def on_start(self) -> None:
         delay = 0.5
@@ -64,9 +77,15 @@ class ResultWriter(Service):
             bootstrap_servers=self.settings.kafka, group_id=self.settings.group_sink,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
         )
-        self.consumer.subscribe([self.settings.topic_results], listener=_FlushOnRevoke(self))
+        self.consumer.subscribe([self.settings.topic_results, self.settings.topic_accounts,
+                                 self.settings.topic_maintenance], listener=_FlushOnRevoke(self))
         await self.consumer.start()
         self.api_runner = await api.serve(self.settings, self.store)
+        if self.settings.fault_interval_s > 0:
+            from pipeline.monitor import FaultMonitor
+
+            await self.add_runtime_dependency(FaultMonitor(self.settings, self.store, self.settings.fault_interval_s,
+                                                           horizon=self.horizon))
         log.info("sink writing to %s", self.settings.redacted_dsn)
 
     @Service.task
@@ -78,10 +97,38 @@ class ResultWriter(Service):
                 for rec in records:
                     if not self.buffer:
                         self.first_at = time.monotonic()
-                    self.buffer.append(orjson.loads(rec.value))
+                    row = self.to_row(rec.topic, rec.offset, rec.key, rec.value)
+                    if row is not None:
+                        self.buffer.append(row)
+                        if row.get("k") == "m":
+                            best = self.seen.get(rec.partition, (0, 0.0))[0]
+                            self.seen[rec.partition] = (max(best, row["verdict_at"]), time.time())
             due = self.buffer and (time.monotonic() - self.first_at) * 1000 >= self.settings.batch_ms
             if len(self.buffer) >= self.settings.batch_rows or due:
                 await self.flush()
+
+    def to_row(self, topic: str, offset: int, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        """A record of the results, accounts or maintenance topic -> a row for `Store.write`.
+
+        A bad account or maintenance record is logged and skipped: it stays in its
+        compacted topic, where `mailsla accounts load` can overwrite it."""
+        s = self.settings
+        if topic == s.topic_results:
+            return orjson.loads(value or b"null")
+        try:
+            if topic == s.topic_accounts:
+                if value is None:  # tombstone: the account's facts are withdrawn
+                    return {"k": "acct", "account_id": (key or b"").decode(), "first_send_at": None,
+                            "rate_limited": False, "updated_at": None, "version": offset}
+                a = parse_account(value)
+                return {"k": "acct", "account_id": a.account_id, "first_send_at": a.first_send_at,
+                        "rate_limited": a.rate_limited, "updated_at": a.updated_at, "version": offset}
+            if value is None:
+                return None  # maintenance tombstones carry no window; `maintenance remove` writes deleted=true
+            return maintenance_record_row(value)
+        except (BadEvent, ValueError, KeyError) as exc:
+            log.warning("skipping bad record %s@%d: %s", topic, offset, exc)
+            return None
 
     async def flush(self, give_up_after: float | None = None) -> None:
         """Write the buffer, then commit what was consumed. Retries while the write fails;
@@ -106,6 +153,7 @@ class ResultWriter(Service):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
             self.buffer = []
+            self.progress.update(self.seen)
             self.written += len(rows)
             assert self.consumer is not None
             await self.consumer.commit()

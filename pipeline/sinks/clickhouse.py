@@ -10,7 +10,10 @@ the batch boundaries were.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
+import uuid
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -18,21 +21,32 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlparse
 
 import clickhouse_connect
+import orjson
 
 from pipeline.config import Settings
+from pipeline.policy import Policy, load as load_policy
 
 MSG_COLUMNS = [
-    "message_id", "account_id", "message_class", "priority", "source", "mta", "accepted_at",
+    "message_id", "account_id", "message_class", "priority", "source", "mta", "client_error", "accepted_at",
     "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "rev",
     "c_minute", "c_n", "c_within", "c_delayed", "c_latency",
     "p_minute", "p_n", "p_within", "p_delayed",
 ]
 ORPHAN_COLUMNS = ["message_id", "ready_at", "first_seen", "resolved", "rev"]
+ACCOUNT_COLUMNS = ["account_id", "first_send_at", "rate_limited", "updated_at", "version"]
+WINDOW_COLUMNS = ["window_id", "start_at", "end_at", "reason", "origin", "deleted", "version"]
+FAULT_COLUMNS = ["fault_id", "kind", "severity", "message_class", "opened_at", "resolved_at", "peak_share",
+                 "delayed", "eligible", "last_event", "version"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def ts(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def utc(dt: datetime) -> datetime:
+    """ClickHouse hands back naive UTC datetimes; make them comparable with ours."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
 
 
 def minute_of(ms: int) -> datetime:
@@ -50,13 +64,27 @@ def connect(settings: Settings) -> Any:
     return clickhouse_connect.get_client(dsn=dsn, database=parsed.path.strip("/") or None)
 
 
-def ddl_statements(database: str) -> list[str]:
-    """The versioned DDL files, in order, split into statements."""
+def ddl_params(database: str, policy: Policy | None) -> dict[str, str]:
+    """What the DDL's `{placeholders}` stand for: the database and the policy's numbers."""
+    p = policy or load_policy()
+    return {"db": database, "tz": p.timezone, "objective": repr(p.objective), "intro_s": str(p.intro_ms // 1000),
+            "surge_multiple": repr(p.surge_multiple), "surge_min": str(p.surge_min_messages),
+            "surge_baseline_s": str(p.surge_baseline_ms // 1000),
+            "surge_baseline_hours": str(p.surge_baseline_ms // 3_600_000)}
+
+
+def ddl_statements(database: str, policy: Policy | None = None) -> list[str]:
+    """The versioned DDL files, in order, split into statements, placeholders filled in."""
+    params = ddl_params(database, policy)
     out: list[str] = []
     files = sorted(p for p in resources.files("pipeline.ddl").iterdir() if p.name.endswith(".sql"))
     for f in files:
         text = "\n".join(line for line in f.read_text().splitlines() if not line.strip().startswith("--"))
-        out += [s.strip().replace("{db}", database) for s in text.split(";") if s.strip()]
+        for stmt in (s.strip() for s in text.split(";")):
+            if stmt:
+                for k, v in params.items():
+                    stmt = stmt.replace("{" + k + "}", v)
+                out.append(stmt)
     return out
 
 
@@ -68,13 +96,54 @@ class Store:
         self.db = settings.database
         self.client = connect(settings)
         self.lock = threading.Lock()
+        self.dirty: set[datetime] = set()  # minutes to rebuild after a failed write
 
     def migrate(self) -> None:
         """Create the database and apply every DDL file; safe to run at every start."""
         with self.lock:
             self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-            for stmt in ddl_statements(self.db):
+            for stmt in ddl_statements(self.db, self.settings.policy):
                 self.client.command(stmt)
+        policy = self.settings.policy or load_policy()
+        self.write([maintenance_row(w.start_ms, w.end_ms, w.reason, "policy") for w in policy.maintenance])
+        self.recover()
+
+    def recover(self) -> None:
+        """Rebuild the aggregates of the minutes touched by batches that never finished.
+
+        Runs at start in the process that writes (the sink), and before the next write after a
+        failed one. Idempotent: rebuilding a minute that was fine gives the same minute."""
+        with self.lock:
+            rows = self.client.query(
+                f"SELECT batch_id, any(minutes) FROM {self.db}.sink_journal GROUP BY batch_id "
+                f"HAVING countIf(state = 'done') = 0").result_rows
+        ids = [r[0] for r in rows]
+        minutes = sorted({utc(m) for r in rows for m in r[1]} | self.dirty)
+        if minutes:
+            self.rebuild(minutes)
+        if ids:
+            self._journal([(i, [], "done") for i in ids])
+        self.dirty.clear()
+
+    def rebuild(self, minutes: Sequence[datetime]) -> None:
+        """Replace these minutes of both aggregate tables by what the current rows say."""
+        mins = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes)
+        for table, account in (("handling_minutely", ""), ("handling_minutely_account", "account_id, ")):
+            with self.lock:
+                self.client.command(f"ALTER TABLE {self.db}.{table} DELETE WHERE minute IN ({mins}) "
+                                    "SETTINGS mutations_sync = 2")
+                self.client.command(
+                    f"INSERT INTO {self.db}.{table} (minute, message_class, {account}messages, within, delayed, latency) "
+                    f"SELECT c_minute AS minute, message_class, {account}count(), countIf(status = 'on_time'), "
+                    f"countIf(status != 'on_time'), quantilesTDigestStateIf(0.5, 0.9, 0.99, 0.999)"
+                    f"(assumeNotNull(handling_ms), handling_ms IS NOT NULL) "
+                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) "
+                    f"GROUP BY minute, message_class{', account_id' if account else ''}")
+
+    def _journal(self, entries: list[tuple[str, list[datetime], str]]) -> None:
+        with self.lock:
+            self.client.insert(f"{self.db}.sink_journal", [list(e) for e in entries],
+                               column_names=["batch_id", "minutes", "state"])
 
     def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[tuple]]:
         settings = {"readonly": 1} if readonly else {}
@@ -103,13 +172,24 @@ class Store:
         rows = list(rows)
         msgs = [r for r in rows if r["k"] == "m"]
         orphans = [r for r in rows if r["k"] == "o"]
-        written = 0
+        written = self._insert_plain(rows)
         if msgs:
             prev = self.previous(sorted({r["message_id"] for r in msgs}))
             table_rows = prepare_rows(msgs, prev)
             if table_rows:
-                with self.lock:
-                    self.client.insert(f"{self.db}.handling_times_raw", table_rows, column_names=MSG_COLUMNS)
+                if self.dirty:
+                    self.recover()
+                c, p, pn = (MSG_COLUMNS.index(k) for k in ("c_minute", "p_minute", "p_n"))
+                minutes = sorted({utc(r[c]) for r in table_rows} | {utc(r[p]) for r in table_rows if r[pn]})
+                batch = uuid.uuid4().hex
+                self._journal([(batch, minutes, "begin")])
+                try:
+                    with self.lock:
+                        self.client.insert(f"{self.db}.handling_times_raw", table_rows, column_names=MSG_COLUMNS)
+                except Exception:
+                    self.dirty.update(minutes)  # rows may be in without their aggregates: rebuild first
+                    raise
+                self._journal([(batch, [], "done")])
                 written += len(table_rows)
         if orphans:
             data = [[o["message_id"], ts(o["ready_at"]), ts(o["first_seen"]), int(o["resolved"]), o["rev"]]
@@ -118,6 +198,25 @@ class Store:
                 self.client.insert(f"{self.db}.orphan_events_raw", data, column_names=ORPHAN_COLUMNS)
             written += len(data)
         return written
+
+    def _insert_plain(self, rows: list[dict[str, Any]]) -> int:
+        """Account facts, maintenance windows and faults: ReplacingMergeTree rows, idempotent."""
+        plain = {
+            "accounts": (ACCOUNT_COLUMNS, [[r["account_id"], ts(r["first_send_at"]), int(r["rate_limited"]),
+                                            ts(r["updated_at"]), r["version"]] for r in rows if r["k"] == "acct"]),
+            "maintenance_windows": (WINDOW_COLUMNS, [[r["window_id"], ts(r["start_ms"]), ts(r["end_ms"]), r["reason"],
+                                                      r["origin"], int(r["deleted"]), r["version"]]
+                                                     for r in rows if r["k"] == "mw"]),
+            "faults": (FAULT_COLUMNS, [[r[c] if c not in ("opened_at", "resolved_at") else ts(r[c])
+                                        for c in FAULT_COLUMNS] for r in rows if r["k"] == "fault"]),
+        }
+        n = 0
+        for table, (cols, data) in plain.items():
+            if data:
+                with self.lock:
+                    self.client.insert(f"{self.db}.{table}", data, column_names=cols)
+                n += len(data)
+        return n
 
     def close(self) -> None:
         with self.lock:
@@ -150,9 +249,42 @@ def prepare_rows(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[lis
         latency = int(r["handling_ms"] is not None and (p is None or p[1] is None))
         p_minute, p_n, p_within, p_delayed = (p[2], p[3], p[4], p[5]) if p else (minute_of(0), 0, 0, 0)
         out.append([
-            mid, r["account_id"], r["message_class"], r["priority"], r["source"], r["mta"],
+            mid, r["account_id"], r["message_class"], r["priority"], r["source"], r["mta"], r.get("client_error", ""),
             ts(r["accepted_at"]), ts(r["ready_at"]), r["handling_ms"], r["status"],
             ts(r["verdict_at"]), int(r["clock_skew"]), r["rev"],
             minute, n, within, delayed, latency, p_minute, p_n, p_within, p_delayed,
         ])
     return out
+
+
+def window_id(start_ms: int, end_ms: int) -> str:
+    """A maintenance window's id: the same window added twice is one window."""
+    return hashlib.sha1(f"{start_ms}/{end_ms}".encode()).hexdigest()[:12]
+
+
+def maintenance_row(start_ms: int, end_ms: int, reason: str, origin: str, deleted: bool = False,
+                    version: int | None = None) -> dict[str, Any]:
+    return {"k": "mw", "window_id": window_id(start_ms, end_ms), "start_ms": start_ms, "end_ms": end_ms,
+            "reason": reason, "origin": origin, "deleted": deleted,
+            "version": int(time.time() * 1000) if version is None else version}
+
+
+def maintenance_record(start_ms: int, end_ms: int, reason: str, deleted: bool = False) -> tuple[bytes, bytes]:
+    """(key, value) of a mailsla.maintenance record, as `mailsla maintenance add|remove` writes it."""
+    from pipeline.events import format_ts
+
+    wid = window_id(start_ms, end_ms)
+    return wid.encode(), orjson.dumps({"window_id": wid, "start": format_ts(start_ms), "end": format_ts(end_ms),
+                                       "reason": reason, "deleted": deleted, "version": int(time.time() * 1000)})
+
+
+def maintenance_record_row(value: bytes) -> dict[str, Any]:
+    """A mailsla.maintenance record -> its table row. Raises ValueError/KeyError when malformed."""
+    from pipeline.events import parse_ts
+
+    doc = orjson.loads(value)
+    start, end = parse_ts(doc["start"], "start"), parse_ts(doc["end"], "end")
+    if end <= start:
+        raise ValueError("end must be after start")
+    return maintenance_row(start, end, str(doc.get("reason") or ""), "cli", bool(doc.get("deleted")),
+                           int(doc.get("version") or 0))

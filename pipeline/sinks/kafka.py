@@ -50,6 +50,9 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
         (settings.topic_results, {}),
         (settings.topic_ticks, {"retention.ms": "3600000"}),
         (settings.topic_dead_letters, {}),
+        (settings.topic_accounts, {"cleanup.policy": "compact"}),  # latest facts per account
+        (settings.topic_maintenance, {"cleanup.policy": "compact"}),  # latest per window id
+        (settings.topic_faults, {}),
         *extra,
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000)
@@ -98,24 +101,43 @@ async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:
     offsets = await end_offsets(settings, topics)
     if not offsets:
         return 0
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
-    await admin.start()
-    committed: dict = {}
-    try:
-        for attempt in range(10):
-            try:
-                committed = await admin.list_consumer_group_offsets(group)
-                break
-            except GroupCoordinatorNotAvailableError:  # new group or broker just started
-                await asyncio.sleep(0.3 * (attempt + 1))
-    finally:
-        await admin.close()
+    committed = await _group_offsets(settings, group)
     lag = 0
     for tp, (begin, end) in offsets.items():
         meta = committed.get(tp)
         pos = meta.offset if meta is not None and meta.offset >= 0 else begin
         lag += max(0, end - max(pos, begin))
     return lag
+
+
+async def committed_offsets(settings: Settings, group: str,
+                            tps: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Where `group` resumes each partition: its committed offset, else the partition's first offset."""
+    wanted = {(t, p) for t, p in tps}
+    if not wanted:
+        return {}
+    first = await end_offsets(settings, sorted({t for t, _ in wanted}))
+    committed = await _group_offsets(settings, group)
+    out = {}
+    for tp, (begin, _end) in first.items():
+        if (tp.topic, tp.partition) in wanted:
+            meta = committed.get(tp)
+            out[(tp.topic, tp.partition)] = meta.offset if meta is not None and meta.offset >= 0 else begin
+    return out
+
+
+async def _group_offsets(settings: Settings, group: str) -> dict[TopicPartition, Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        for attempt in range(10):
+            try:
+                return await admin.list_consumer_group_offsets(group)
+            except GroupCoordinatorNotAvailableError:  # new group or broker just started
+                await asyncio.sleep(0.3 * (attempt + 1))
+        return {}
+    finally:
+        await admin.close()
 
 
 def key_bytes(key: Any) -> bytes | None:

@@ -47,6 +47,9 @@ class Pipeline:
             "MAILSLA_TOPIC_DEAD_LETTERS": f"t-{tag}.dead_letters",
             "MAILSLA_TOPIC_RESULTS": f"t-{tag}.results",
             "MAILSLA_TOPIC_TICKS": f"t-{tag}.ticks",
+            "MAILSLA_TOPIC_ACCOUNTS": f"t-{tag}.accounts",
+            "MAILSLA_TOPIC_MAINTENANCE": f"t-{tag}.maintenance",
+            "MAILSLA_TOPIC_FAULTS": f"t-{tag}.faults",
             "MAILSLA_PARTITIONS": "4",
             "MAILSLA_IDLE_GRACE_S": "0",
             "MAILSLA_BATCH_MS": "200",
@@ -118,6 +121,27 @@ class Pipeline:
             codes.append(w.returncode)
         self.workers = []
         return codes
+
+    def topic_records(self, topic: str, n: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+        """The first `n` JSON records of `topic` (fewer if fewer arrive within the timeout)."""
+        from aiokafka import AIOKafkaConsumer
+
+        async def go() -> list[dict[str, Any]]:
+            c = AIOKafkaConsumer(topic, bootstrap_servers=self.env["MAILSLA_KAFKA"], auto_offset_reset="earliest",
+                                 enable_auto_commit=False)
+            await c.start()
+            out: list[dict[str, Any]] = []
+            try:
+                deadline = time.monotonic() + timeout_s
+                while len(out) < n and time.monotonic() < deadline:
+                    batch = await c.getmany(timeout_ms=500)
+                    out += [json.loads(r.value) for rs in batch.values() for r in rs]
+            finally:
+                await c.stop()
+            return out
+        import asyncio
+
+        return asyncio.run(go())
 
     def log_tails(self, n: int = 60) -> str:
         out = []

@@ -14,23 +14,24 @@ THRESHOLD = {"transactional": 1_800_000, "campaign": 43_200_000}
 
 
 def expected(path: Path) -> dict[str, dict[str, Any]]:
-    acc: dict[str, tuple[int, str]] = {}
+    acc: dict[str, tuple[int, str, str]] = {}
     ready: dict[str, int] = {}
     for line in path.read_bytes().splitlines():
         e = orjson.loads(line)
         if "accepted_at" in e:
             t = parse_ts(e["accepted_at"], "")
+            reason = "low_priority" if e.get("priority") == "low" else "client_error" if e.get("client_error") else ""
             if e["message_id"] not in acc or t < acc[e["message_id"]][0]:
-                acc[e["message_id"]] = (t, e["message_class"])
+                acc[e["message_id"]] = (t, e["message_class"], reason)
         else:
             t = parse_ts(e["ready_at"], "")
             ready[e["message_id"]] = min(t, ready.get(e["message_id"], t))
     out = {}
-    for mid, (a, cls) in acc.items():
+    for mid, (a, cls, reason) in acc.items():
         if mid in ready:
             h = max(0, ready[mid] - a)
             out[mid] = {"handling_ms": h, "status": "on_time" if h <= THRESHOLD[cls] else "late",
-                        "message_class": cls, "accepted_at": a}
+                        "message_class": cls, "accepted_at": a, "exclusion_reason": reason}
     return out
 
 
@@ -42,6 +43,10 @@ def monthly(rows: dict[str, dict[str, Any]], month: str) -> dict[str, Counter]:
         if datetime.fromtimestamp(r["accepted_at"] / 1000, tz=timezone.utc).strftime("%Y-%m") == month:
             c = out[r["message_class"]]
             c["total"] += 1
+            if r["exclusion_reason"]:  # the exclusions the events themselves carry
+                c["excluded"] += 1
+                continue
+            c["eligible"] += 1
             c["within"] += r["status"] == "on_time"
             c["delayed"] += r["status"] != "on_time"
     return out

@@ -2,8 +2,14 @@
 transactional fault at the right event time; healthy mail and campaign mail open none."""
 from __future__ import annotations
 
+import json
+import signal
+import threading
+import time
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +20,39 @@ def _t(s: str) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
+class Hook(BaseHTTPRequestHandler):
+    """A webhook receiver on 127.0.0.1 that fails its first call (the sender must retry)."""
+
+    received: list[dict[str, Any]] = []
+    calls = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        Hook.calls += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Hook.calls == 1:
+            self.send_response(503)
+        else:
+            Hook.received.append(json.loads(body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def _until(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(1)
+
+
 def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipeline, tmp_path: Path) -> None:
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    pipeline.env.update(MAILSLA_FAULT_INTERVAL_S="2", MAILSLA_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook")
     traffic = tmp_path / "traffic.jsonl"
     start = _t("2026-10-31T00:00:00Z")
     pipeline.cli("generate", "--rate", "4", "--duration", "14400", "--seed", "9", "--start", "2026-10-31T00:00:00Z",
@@ -30,3 +68,28 @@ def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipel
     assert 30 * 60 <= _t(stall["opened_at"]) - (start + 150 * 60) <= 36 * 60
     assert all(f["kind"] == "semi_critical" and f["eligible"] >= 100 for f in found)
     assert pipeline.json("faults", "--json", "--open") == [f for f in found if f["resolved_at"] is None]
+
+    # announced live: the faults table, the faults topic and the webhook say the same, once each
+    def table() -> list[dict[str, Any]]:
+        rows = pipeline.rows("SELECT kind, message_class, last_event, toString(opened_at) AS o, resolved_at "
+                             "FROM mailsla.faults FINAL WHERE kind = 'semi_critical' ORDER BY opened_at")
+        done = len(rows) == len(found) and all((r["resolved_at"] is None) == (f["resolved_at"] is None)
+                                               for r, f in zip(rows, found))
+        return rows if done else []
+    assert _until(table), pipeline.log_tails()
+    topic = pipeline.env["MAILSLA_TOPIC_FAULTS"]
+    events = pipeline.topic_records(topic, 1000, timeout_s=5)
+    semi = [e for e in events if e["kind"] == "semi_critical"]
+    assert [e["opened_at"] for e in semi if e["event"] == "opened"] == [f["opened_at"] for f in found]
+    assert len([e for e in semi if e["event"] == "resolved"]) == len([f for f in found if f["resolved_at"]])
+    assert any(e["kind"] == "burn_rate" and e["severity"] == "page" for e in events)
+    def key(e: dict[str, Any]) -> str:
+        return json.dumps(e, sort_keys=True)
+    assert _until(lambda: len(Hook.received) >= len(events), 30)
+    assert sorted(Hook.received, key=key) == sorted(events, key=key)  # the topic interleaves its partitions
+    # a restart announces nothing again
+    pipeline.stop(signal.SIGTERM)
+    pipeline.start_worker()
+    time.sleep(8)  # several evaluation rounds
+    assert sorted(pipeline.topic_records(topic, 1000, timeout_s=5), key=key) == sorted(events, key=key)
+    server.shutdown()

@@ -1,0 +1,136 @@
+"""Live fault announcements: the `faults` table, the mailsla.faults topic and a webhook.
+
+Runs inside the sink process (it owns the ClickHouse connection), every
+`interval` seconds: reads the eligible verdicts per minute, runs the pure fault
+rule and burn-rate tiers (`pipeline.faults`), and announces what changed since
+the last announcement (`opened`, `updated` with the new peak, `resolved`), once
+the pipeline has caught up with its inputs. The
+announced state is the `faults` table itself, read back at start, so a restart
+never re-opens or duplicates a fault. The webhook is POSTed from a bounded
+queue with retries and backoff; a slow or dead webhook never blocks the sink.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+from mode import Service
+
+from pipeline import faults as fault_core
+from pipeline.config import Settings
+from pipeline.reports import FAULT_SERIES_SQL, find_faults, public
+from pipeline.sinks.clickhouse import Store
+from pipeline.sinks.kafka import group_lag, producer
+
+log = logging.getLogger("mailsla.faults")
+STORED_SQL = """SELECT fault_id, peak_share, toUnixTimestamp64Milli(resolved_at) FROM {db}.faults FINAL"""
+
+
+class FaultMonitor(Service):
+    def __init__(self, settings: Settings, store: Store, interval: float = 5.0,
+                 horizon: Callable[[], int | None] = lambda: None, max_lag: int = 1000, **kwargs: Any) -> None:
+        self.settings = settings
+        self.horizon = horizon
+        self.max_lag = max_lag
+        self.store = store
+        self.interval = interval
+        self.stored: dict[str, dict[str, Any]] | None = None
+        self.webhook_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
+        self.producer: Any = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.producer = producer(self.settings, acks="all")
+        await self.producer.start()
+
+    async def on_stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    @Service.task
+    async def _evaluate(self) -> None:
+        while not self.should_stop:
+            try:
+                await self.evaluate_once()
+            except Exception as exc:  # noqa: BLE001 - try again next round; nothing is lost
+                log.warning("fault evaluation failed: %s", str(exc).strip().splitlines()[0][:200])
+            await self.sleep(self.interval)
+
+    async def caught_up(self) -> bool:
+        """Announce only from (nearly) complete data: while the join is far behind its inputs
+        (a replay, a restart catching up) the verdicts in ClickHouse are partial, and a fault
+        seen in partial data may not exist in the whole. The round is skipped, not lost."""
+        s = self.settings
+        behind = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
+        unwritten = await group_lag(s, s.group_sink, [s.topic_results])
+        return behind <= self.max_lag and unwritten <= self.max_lag
+
+    async def evaluate_once(self) -> list[tuple[str, dict[str, Any]]]:
+        """One round: detect, diff with what was announced, announce the changes."""
+        db = self.settings.database
+        if not await self.caught_up():
+            return []
+        if self.stored is None:
+            _, rows = await asyncio.to_thread(self.store.query, STORED_SQL.format(db=db))
+            self.stored = {fid: {"peak_share": peak, "resolved_at": res} for fid, peak, res in rows}
+        _, rows = await asyncio.to_thread(self.store.query, FAULT_SERIES_SQL.format(db=db))
+        horizon = self.horizon()
+        if horizon is not None:  # only minutes every partition has finished
+            rows = [r for r in rows if int(r[1]) + fault_core.MINUTE <= horizon]
+        assert self.settings.policy is not None
+        found = find_faults(self.settings.policy, list(rows))
+        changes = fault_core.changes(self.stored, found)
+        if changes:
+            await self.announce(changes)
+        return changes
+
+    async def announce(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Table first (the record of what was announced), then the topic and the webhook."""
+        version = int(time.time() * 1000)
+        rows = []
+        for i, (event, f) in enumerate(changes):
+            rows.append({"k": "fault", "fault_id": fault_core.fault_id(f), "kind": f["kind"],
+                         "severity": f.get("severity", "semi_critical"), "message_class": f["message_class"],
+                         "opened_at": int(f["opened_at"]), "resolved_at": f["resolved_at"],
+                         "peak_share": float(f["peak_share"]), "delayed": int(f["delayed"]),
+                         "eligible": int(f["eligible"]), "last_event": event, "version": version + i})
+        await asyncio.to_thread(self.store.write, rows)
+        for event, f in changes:
+            fid = fault_core.fault_id(f)
+            assert self.stored is not None
+            self.stored[fid] = {"peak_share": f["peak_share"], "resolved_at": f["resolved_at"]}
+            body = orjson.dumps({"event": event, "fault_id": fid, **public(f)})
+            await self.producer.send_and_wait(self.settings.topic_faults, body, key=fid.encode())
+            log.warning("fault %s: %s", event, body.decode())
+            if self.settings.webhook_url:
+                if self.webhook_queue.full():
+                    self.webhook_queue.get_nowait()  # keep the newest; the topic has them all
+                    log.warning("webhook queue full: dropped the oldest fault event (still on the topic)")
+                self.webhook_queue.put_nowait(body)
+
+    @Service.task
+    async def _webhook(self) -> None:
+        """POST each fault event; retry with backoff (up to 10 tries), never block evaluation."""
+        import aiohttp
+
+        if not self.settings.webhook_url:
+            return
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while not self.should_stop:
+                body = await self.webhook_queue.get()
+                delay = 1.0
+                for attempt in range(10):
+                    try:
+                        async with session.post(self.settings.webhook_url, data=body,
+                                                headers={"Content-Type": "application/json"}) as resp:
+                            if resp.status < 300:
+                                break
+                            reason = f"HTTP {resp.status}"
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        reason = type(exc).__name__  # never the URL: it may carry a token
+                    log.warning("webhook POST failed (%s), try %d; retrying in %.0fs", reason, attempt + 1, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
