@@ -1,13 +1,16 @@
 # syntax=docker/dockerfile:1
 # mailsla worker image. Build: docker build -t mailsla:0.1.0 .
+# Runs `mailsla worker` (join + ClickHouse sink + live page/API/metrics on :8642) as uid 10001.
 
-# ---- build: install the project and its dependencies into a venv ---------------
+# ---- build: install the project and its pinned dependencies into a venv -------
 FROM python:3.11.10-slim-bookworm AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# accumulation_tree (pulled in by tdigest) has no manylinux wheel: it compiles.
+# accumulation_tree (pulled in by tdigest) has no manylinux wheel: it compiles. Build stage only;
+# the compiler's version is whatever the pinned base image's Debian release ships.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -16,11 +19,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+COPY deploy/constraints.txt ./constraints.txt
 COPY pyproject.toml ./
 COPY pipeline/ ./pipeline/
-# rocksdict backs MAILSLA_STORE=rocksdict:// (the k8s config); it is not a
-# dependency in pyproject.toml, so the image adds it, pinned.
-RUN pip install --no-cache-dir . rocksdict==0.3.29
+# Every dependency at the exact version the tests ran with (deploy/constraints.txt).
+RUN pip install --no-cache-dir -c constraints.txt .
 
 # ---- runtime: the venv only, no compiler, non-root ----------------------------
 FROM python:3.11.10-slim-bookworm
@@ -33,20 +36,27 @@ RUN groupadd --system --gid 10001 mailsla \
 
 COPY --from=build /opt/venv /opt/venv
 
+# MAILSLA_WEB_HOST=0.0.0.0: the live page, /healthz, /readyz and /metrics must be reachable from
+# outside the container (publish the port on 127.0.0.1 only, or put it behind your ingress).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MAILSLA_DATA=/var/lib/mailsla
+    MAILSLA_DATA=/var/lib/mailsla \
+    MAILSLA_WEB_HOST=0.0.0.0 \
+    MAILSLA_API_PORT=8642
 
 WORKDIR /var/lib/mailsla
+VOLUME ["/var/lib/mailsla"]
+EXPOSE 8642
 
 # The mailsla user, by number so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-# Only proves the interpreter and the package load. A real health endpoint
-# (HTTP /healthz reporting consumer lag and sink progress) comes later.
-HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import pipeline"]
+# GET /healthz on the worker's own server over loopback. The server starts once ClickHouse
+# answers, hence the start period. Containers running other commands (generate, replay)
+# override or disable this check.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "pipeline.healthcheck", "/healthz"]
 
 ENTRYPOINT ["mailsla"]
 CMD ["worker"]

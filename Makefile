@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install demo test test-unit test-integration bench kafka-up kafka-down clean
+.PHONY: help install install-browser demo test test-unit test-integration bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,16 +18,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the package and test deps, fetch the Kafka jars
 
+install-browser: ## Debian's chromium for the live-page test (apt, as root; skipped if present)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the live-page browser test will be skipped"
+
 demo: $(STAMP) ## run Kafka, a worker and the generator for ~2 min with a live summary
 	$(BIN)/mailsla demo
 
-test: $(STAMP) ## unit and integration tests (real Kafka broker, embedded ClickHouse)
+test: $(STAMP) install-browser ## unit and integration tests (real Kafka broker, embedded ClickHouse, headless Chromium)
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP) ## unit tests only (fast, no Kafka)
 	$(BIN)/pytest -q tests/unit
 
-test-integration: $(STAMP) ## integration tests only
+test-integration: $(STAMP) install-browser ## integration tests only
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP) ## end-to-end events/s vs the raw aiokafka ceiling (EVENTS=1000000)

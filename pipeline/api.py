@@ -2,13 +2,16 @@
 
 chDB allows one engine per process, so while a worker (or sink) holds the
 embedded database, the CLI sends its read-only SQL here instead of opening
-the files a second time. Binds 127.0.0.1 only; the address is recorded in
-`$MAILSLA_DATA/run/api.json` together with the owner's pid.
+the files a second time. The same server has the live page, /metrics, /healthz
+and /readyz (pipeline/web.py). Binds 127.0.0.1 unless MAILSLA_WEB_HOST says
+otherwise; the address is recorded in `$MAILSLA_DATA/run/api.json` together
+with the owner's pid. /sql is read-only (ClickHouse readonly=1).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -21,6 +24,8 @@ from aiohttp import web
 from pipeline.config import Settings
 
 BIND = "127.0.0.1"
+DEFAULT_PORT = 8642
+log = logging.getLogger("mailsla.api")
 
 
 def record_path(settings: Settings) -> Path:
@@ -66,17 +71,37 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return _json({"ok": True})
 
+    from pipeline.web import LiveView, add_routes
+
     app = web.Application()
     app.router.add_post("/sql", sql)
     app.router.add_get("/healthz", healthz)
+    add_routes(app, LiveView(settings, lambda text: store.query(text, True)))
+    return await start(settings, app)
+
+
+async def start(settings: Settings, app: web.Application, record: bool = True) -> web.AppRunner:
+    """Listen on MAILSLA_WEB_HOST:MAILSLA_API_PORT (the default port, if taken, falls back to a
+    free one) and record the address for the CLI."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, BIND, settings.api_port)
-    await site.start()
+    site = web.TCPSite(runner, settings.web_host, settings.api_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        if settings.api_port != DEFAULT_PORT:
+            raise
+        log.warning("port %d is taken (%s); using a free port, see %s", DEFAULT_PORT, exc.strerror,
+                    record_path(settings))
+        site = web.TCPSite(runner, settings.web_host, 0)
+        await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    path = record_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "url": f"http://{BIND}:{port}"}))
+    if record:
+        path = record_path(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the CLI talks to it over loopback even when it listens on all interfaces
+        path.write_text(json.dumps({"pid": os.getpid(), "url": f"http://{BIND}:{port}"}))
+    log.info("live page and API on http://%s:%d/", settings.web_host, port)
     return runner
 
 

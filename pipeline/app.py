@@ -20,7 +20,7 @@ from faust.types import TP
 from pipeline.config import Settings
 from pipeline.offsets import REWIND, SKIP, OffsetTracker
 from pipeline.runtime import JoinRuntime
-from pipeline.sinks.kafka import committed_offsets
+from pipeline.sinks.kafka import broker_credentials, committed_offsets
 from pipeline.status import remove_stale
 from pipeline.writer import ResultWriter
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka),
+        broker_credentials=broker_credentials(settings),  # MAILSLA_KAFKA_SECURITY_PROTOCOL etc.; None = PLAINTEXT
         store=settings.store,
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.partitions,

@@ -263,6 +263,45 @@ def cmd_status(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace, s: Settings) -> int:
+    """The live page for a ClickHouse the CLI can reach (a server, or a sink's embedded one)."""
+    from dataclasses import replace
+
+    from aiohttp import web as aioweb
+
+    from pipeline.api import start
+    from pipeline.web import LiveView, add_routes
+
+    query, close = reader(s)
+    s = replace(s, api_port=args.port, web_host=args.host)
+
+    async def main() -> None:
+        app = aioweb.Application()
+        add_routes(app, LiveView(s, query))
+        runner = await start(s, app, record=False)
+        print(f"live page: http://{args.host}:{runner.addresses[0][1]}/", flush=True)
+        while True:
+            await asyncio.sleep(3600)
+    try:
+        asyncio.run(main())
+    finally:
+        close()
+    return 0
+
+
+def cmd_top(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import top
+
+    url = api.find(s) if s.clickhouse.startswith("chdb://") else None
+    if url:
+        return top.run(top.remote(url), once=args.once)
+    query, close = reader(s)
+    try:
+        return top.run(top.local(s, query), once=args.once)
+    finally:
+        close()
+
+
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     from pipeline.demo import run
 
@@ -334,8 +373,9 @@ def build_parser() -> Parser:
     fl = sub.add_parser("faults", help="semi-critical faults (over 10%% of verdicts delayed), from the verdicts")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--open", action="store_true", help="only faults still open")
-    fl.add_argument("--kind", choices=["semi_critical", "burn_rate", "all"], default="semi_critical",
-                    help="semi_critical faults (default), burn_rate alerts, or all")
+    fl.add_argument("--kind", choices=["semi_critical", "burn_rate", "oldest_pending", "all"],
+                    default="semi_critical", help="semi_critical faults (default), burn_rate alerts, "
+                    "oldest_pending alerts (as announced live), or all")
     fl.set_defaults(func=cmd_faults)
 
     q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")
@@ -346,6 +386,15 @@ def build_parser() -> Parser:
     st = sub.add_parser("status", help="lag, pending writes, dead letters, pending messages")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    wb = sub.add_parser("web", help="serve the live page, /metrics and /readyz (the sink serves them too)")
+    wb.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    wb.add_argument("--port", type=int, default=8643, help="port (default 8643; the sink's own page is on 8642)")
+    wb.set_defaults(func=cmd_web)
+
+    tp = sub.add_parser("top", help="the live numbers in the terminal")
+    tp.add_argument("--once", action="store_true", help="print one frame and exit")
+    tp.set_defaults(func=cmd_top)
 
     d = sub.add_parser("demo", help="the whole pipeline on local Kafka with generated traffic")
     d.add_argument("--duration", type=float, default=120.0, help="seconds (default 120)")

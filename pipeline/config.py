@@ -80,6 +80,15 @@ class Settings:
     replication: int = 1
     app_id: str = "mailsla"
     store: str = "memory://"
+    # Kafka client security (MAILSLA_KAFKA_*): see pipeline/sinks/kafka.py client_kwargs
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)  # never printed
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    clickhouse_cluster: str = ""  # ClickHouse cluster name: Replicated*/Distributed DDL ON CLUSTER; "" = one node
     threshold_ms: dict[str, int] = field(
         default_factory=lambda: {"transactional": 30 * MINUTE_MS, "campaign": 12 * HOUR_MS}
     )
@@ -90,7 +99,8 @@ class Settings:
     idle_grace_s: float = 5.0  # <= 0 disables wall-clock advance (pure replay)
     batch_rows: int = 20_000
     batch_ms: int = 500
-    api_port: int = 0  # 0 = pick a free port
+    api_port: int = 8642  # the sink's local API, web page and /metrics; 0 = pick a free port
+    web_host: str = "127.0.0.1"  # bind address of that server (0.0.0.0 in a container)
     policy: "Policy | None" = None  # the loaded policy file (None only in hand-made test settings)
 
     @property
@@ -100,6 +110,47 @@ class Settings:
     @property
     def redacted_dsn(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.clickhouse)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_security() -> dict[str, str]:
+    """The MAILSLA_KAFKA_* security settings, validated. The password is never in a message."""
+    protocol = _str("MAILSLA_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(f"MAILSLA_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+                          f"got {protocol!r}")
+    mechanism = _str("MAILSLA_KAFKA_SASL_MECHANISM", "PLAIN").strip().upper()
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(f"MAILSLA_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+                          f"got {mechanism!r}")
+    out = {
+        "kafka_security_protocol": protocol, "kafka_sasl_mechanism": mechanism,
+        "kafka_sasl_username": _str("MAILSLA_KAFKA_SASL_USERNAME", ""),
+        "kafka_sasl_password": _secret("MAILSLA_KAFKA_SASL_PASSWORD"),
+        "kafka_ssl_cafile": _str("MAILSLA_KAFKA_SSL_CAFILE", ""),
+        "kafka_ssl_certfile": _str("MAILSLA_KAFKA_SSL_CERTFILE", ""),
+        "kafka_ssl_keyfile": _str("MAILSLA_KAFKA_SSL_KEYFILE", ""),
+    }
+    if protocol.startswith("SASL_"):
+        if not out["kafka_sasl_username"] or not out["kafka_sasl_password"]:
+            raise ConfigError(f"MAILSLA_KAFKA_SECURITY_PROTOCOL={protocol} needs MAILSLA_KAFKA_SASL_USERNAME and "
+                              "MAILSLA_KAFKA_SASL_PASSWORD (or MAILSLA_KAFKA_SASL_PASSWORD_FILE)")
+    elif out["kafka_sasl_username"] or out["kafka_sasl_password"]:
+        raise ConfigError(f"MAILSLA_KAFKA_SASL_USERNAME/_PASSWORD are set but MAILSLA_KAFKA_SECURITY_PROTOCOL is "
+                          f"{protocol}: use SASL_PLAINTEXT or SASL_SSL")
+    files = {k: out[f"kafka_ssl_{k}"] for k in ("cafile", "certfile", "keyfile")}
+    if not protocol.endswith("SSL") and any(files.values()):
+        raise ConfigError(f"MAILSLA_KAFKA_SSL_* files are set but MAILSLA_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                          "use SSL or SASL_SSL")
+    if files["keyfile"] and not files["certfile"]:
+        raise ConfigError("MAILSLA_KAFKA_SSL_KEYFILE needs MAILSLA_KAFKA_SSL_CERTFILE")
+    for k, path in files.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"MAILSLA_KAFKA_SSL_{k.upper()}: no such file: {path}")
+    return out
 
 
 def _kafka_default(data_dir: Path) -> str:
@@ -143,6 +194,8 @@ def load() -> Settings:
         app_id=_str("MAILSLA_APP_ID", "mailsla"),
         # faust-streaming names its RocksDB store rocksdb:// and drives it with rocksdict
         store=_str("MAILSLA_STORE", "memory://").replace("rocksdict://", "rocksdb://"),
+        **_kafka_security(),
+        clickhouse_cluster=_str("MAILSLA_CLICKHOUSE_CLUSTER", "").strip(),
         threshold_ms={
             "transactional": _int("MAILSLA_THRESHOLD_TRANSACTIONAL_MS", policy.threshold_ms["transactional"]),
             "campaign": _int("MAILSLA_THRESHOLD_CAMPAIGN_MS", policy.threshold_ms["campaign"]),
@@ -154,11 +207,19 @@ def load() -> Settings:
         idle_grace_s=_float("MAILSLA_IDLE_GRACE_S", 5.0),
         batch_rows=_int("MAILSLA_BATCH_ROWS", 20_000),
         batch_ms=_int("MAILSLA_BATCH_MS", 500),
-        api_port=_int("MAILSLA_API_PORT", 0),
+        api_port=_int("MAILSLA_API_PORT", 8642),
+        web_host=_str("MAILSLA_WEB_HOST", "127.0.0.1"),
         policy=policy,
     )
     if s.partitions < 1:
         raise ConfigError("MAILSLA_PARTITIONS must be >= 1")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.database):
         raise ConfigError("MAILSLA_DATABASE must be a plain identifier")
+    if s.clickhouse_cluster:
+        if not re.fullmatch(r"[A-Za-z0-9_.{}-]+", s.clickhouse_cluster):  # a name or a macro like {cluster}
+            raise ConfigError("MAILSLA_CLICKHOUSE_CLUSTER must be a cluster name (letters, digits, _ . - or a "
+                              "{macro})")
+        if dsn.startswith("chdb://"):
+            raise ConfigError("MAILSLA_CLICKHOUSE_CLUSTER needs a ClickHouse server (http:// or https:// DSN), "
+                              "not the embedded chdb:// engine")
     return s

@@ -73,6 +73,8 @@ def run(settings: Settings, duration: float, rate: float) -> int:
             return 1
         url = api.find(settings)
         print(f"worker      pid {worker.pid}, log {log}, ClickHouse {settings.redacted_dsn}")
+        print(f"live page   {url}/   (open it in a browser now; /metrics for Prometheus; "
+              f"`.venv/bin/mailsla top` in a terminal)")
         print(f"generator   {rate:.0f} messages/s for {duration:.0f}s (Ctrl-C stops early)\n")
         gen = procs.spawn(["generate", "--rate", str(rate), "--duration", str(duration)], env, None)
         last: dict[str, float] = {}
@@ -88,7 +90,8 @@ def run(settings: Settings, duration: float, rate: float) -> int:
         procs.wait_for(lambda: asyncio.run(collect(settings))["total_lag"] == 0, 60, 1.0)
         month = datetime.now(timezone.utc).strftime("%Y-%m")
         _, rows = api.remote_query(api.find(settings) or "", sla.monthly_sql(settings.database, month))
-        print("\n" + sla.render(sla.verdict(month, rows, settings.threshold_ms)))
+        target = settings.policy.objective if settings.policy else sla.TARGET
+        print("\n" + sla.render(sla.verdict(month, rows, settings.threshold_ms, target)))
         print("\nmessages still waiting for queue-ready are not in these counts until their deadline.")
     finally:
         procs.stop(worker)

@@ -24,9 +24,13 @@ from pipeline.config import Settings
 from pipeline.reports import FAULT_SERIES_SQL, find_faults, public
 from pipeline.sinks.clickhouse import Store
 from pipeline.sinks.kafka import group_lag, producer
+from pipeline.snapshot import event_now, oldest_pending_age
+from pipeline.status import live_snapshots
 
 log = logging.getLogger("mailsla.faults")
 STORED_SQL = """SELECT fault_id, peak_share, toUnixTimestamp64Milli(resolved_at) FROM {db}.faults FINAL"""
+OPEN_PENDING_SQL = """SELECT message_class, toUnixTimestamp64Milli(opened_at), peak_share FROM {db}.faults FINAL
+WHERE kind = 'oldest_pending' AND resolved_at IS NULL"""
 
 
 class FaultMonitor(Service):
@@ -38,6 +42,7 @@ class FaultMonitor(Service):
         self.store = store
         self.interval = interval
         self.stored: dict[str, dict[str, Any]] | None = None
+        self.open_pending: dict[str, dict[str, Any]] | None = None
         self.webhook_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
         self.producer: Any = None
         super().__init__(**kwargs)
@@ -83,9 +88,40 @@ class FaultMonitor(Service):
         assert self.settings.policy is not None
         found = find_faults(self.settings.policy, list(rows))
         changes = fault_core.changes(self.stored, found)
+        changes += await self.oldest_pending()
         if changes:
             await self.announce(changes)
         return changes
+
+    async def oldest_pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """Alert while the oldest message still waiting (per the policy's classes, campaign by
+        default) is older than its limit, in event time. State-based, unlike the rules above: it
+        reads the live join workers' status and remembers the open alert in the faults table."""
+        policy = self.settings.policy
+        assert policy is not None
+        workers = live_snapshots(self.settings)
+        now = event_now(workers)
+        if not policy.oldest_pending_ms or now is None:
+            return []
+        if self.open_pending is None:
+            _, rows = await asyncio.to_thread(self.store.query, OPEN_PENDING_SQL.format(db=self.settings.database))
+            self.open_pending = {c: {"kind": "oldest_pending", "severity": "ticket", "message_class": c,
+                                     "opened_at": int(o), "resolved_at": None, "peak_share": float(p),
+                                     "delayed": 0, "eligible": 0} for c, o, p in rows}
+        ages, out = oldest_pending_age(workers, now), []
+        for cls, limit in policy.oldest_pending_ms.items():
+            age, alert = ages.get(cls), self.open_pending.get(cls)
+            if age is not None and age > limit and alert is None:
+                alert = {"kind": "oldest_pending", "severity": "ticket", "message_class": cls, "opened_at": now,
+                         "resolved_at": None, "peak_share": age / limit, "delayed": 0, "eligible": 0,
+                         "age_ms": age, "limit_ms": limit}
+                self.open_pending[cls] = alert
+                out.append(("opened", alert))
+            elif alert is not None and (age is None or age <= limit):
+                alert = {**alert, "resolved_at": now}
+                del self.open_pending[cls]
+                out.append(("resolved", alert))
+        return out
 
     async def announce(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
         """Table first (the record of what was announced), then the topic and the webhook."""

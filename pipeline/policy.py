@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class Policy:
     surge_baseline_ms: int = 86_400_000
     surge_min_messages: int = 1000
     maintenance: tuple[Maintenance, ...] = ()
+    oldest_pending_ms: dict[str, int] = field(default_factory=dict)  # class -> alert above this age
 
     @property
     def error_budget(self) -> float:
@@ -111,7 +112,9 @@ def parse(doc: Any) -> Policy:
         raise PolicyError(f"timezone: unknown time zone {tz!r}") from None
     return Policy(thresholds, float(objective), tz, float(share), windows,
                   volume, duration_ms(_get(fault, "hold", "fault."), "fault.hold"), tuple(tiers),
-                  **_exclusions(doc.get("exclusions") or {}))
+                  **_exclusions(doc.get("exclusions") or {}),
+                  oldest_pending_ms={c: duration_ms(v, f"oldest_pending.{c}")
+                                     for c, v in (doc.get("oldest_pending") or {}).items() if c in thresholds})
 
 
 def _exclusions(doc: Any) -> dict[str, Any]:

@@ -64,6 +64,13 @@ def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = F
     """Faults and alerts from the exact per-minute verdict counts, oldest first."""
     _, rows = query(FAULT_SERIES_SQL.format(db=settings.database))
     found = [f for f in find_faults(policy, list(rows)) if kinds == "all" or f["kind"] == kinds]
+    if kinds in ("oldest_pending", "all"):  # state-based: only what the live monitor announced
+        _, rows = query(f"SELECT message_class, toUnixTimestamp64Milli(opened_at), toUnixTimestamp64Milli(resolved_at), "
+                        f"peak_share FROM {settings.database}.faults FINAL WHERE kind = 'oldest_pending'")
+        found += [{"kind": "oldest_pending", "severity": "ticket", "message_class": c, "opened_at": int(o),
+                   "resolved_at": None if r is None else int(r), "peak_share": float(p), "delayed": 0,
+                   "eligible": 0} for c, o, r, p in rows]
+        found.sort(key=lambda f: (f["opened_at"], f["kind"]))
     if open_only:
         found = [f for f in found if f["resolved_at"] is None]
     return [public(f) for f in found]

@@ -31,6 +31,8 @@ class Partition:
     wm: Watermark
     heap: list[tuple[int, bytes]] = field(default_factory=list)
     pending: int = 0
+    # (accepted_at, key) per class of messages that became pending; stale entries are dropped lazily
+    waiting: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: {"transactional": [], "campaign": []})
     persisted: int | None = None
 
 
@@ -104,6 +106,7 @@ class JoinRuntime:
                 heapq.heappush(part.heap, (due, key))
             if join.is_pending(state, self.policy, wm):
                 part.pending += 1
+                heapq.heappush(part.waiting[state["a"][2]], (state["a"][0], key))
             # a verdict written at a deadline may not have reached the results topic before a
             # crash (no input record re-delivers it): write it again, same rev, the sink dedups
             if state.get("sig") and state["sig"][0] in ("overdue", "never_ready"):
@@ -129,6 +132,7 @@ class JoinRuntime:
                 ev = (parse_accepted if stream == ACC else parse_ready)(value or b"")
             except BadEvent as exc:
                 self.counters["dead_letters"] += 1
+                self.counters["dead_letter:" + str(exc).split(":")[0][:40]] += 1  # by reason kind (bounded)
                 return out + [Out("dead_letter", key, dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
             mid = ev.message_id.encode("utf-8")
             if key != mid:  # keyed wrongly: re-publish keyed by message id so it reaches its partition
@@ -176,6 +180,8 @@ class JoinRuntime:
                 if due is not None:
                     heapq.heappush(part.heap, (due, key))
             now = join.is_pending(step.state, self.policy, wm)
+            if now and not was:
+                heapq.heappush(part.waiting[step.state["a"][2]], (step.state["a"][0], key))
         part.pending += int(now) - int(was)
         return self._results(step.rows)
 
@@ -195,8 +201,27 @@ class JoinRuntime:
     def _results(self, rows: list[dict[str, Any]]) -> list[Out]:
         return [Out("result", r["message_id"].encode("utf-8"), orjson.dumps(r)) for r in rows]
 
+    def oldest_pending(self) -> dict[str, int | None]:
+        """accepted_at of the oldest message still waiting for queue-ready, per class (None: none)."""
+        out: dict[str, int | None] = {}
+        for cls in ("transactional", "campaign"):
+            best = None
+            for part in self.parts.values():
+                heap = part.waiting[cls]
+                while heap:
+                    raw = self.table.get(heap[0][1])
+                    state = orjson.loads(raw) if raw is not None else None
+                    if state is not None and state.get("a") and join.is_pending(state, self.policy, part.wm.value):
+                        break
+                    heapq.heappop(heap)  # finished or gone since it was pushed
+                if heap and (best is None or heap[0][0] < best):
+                    best = heap[0][0]
+            out[cls] = best
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {
+            "oldest_pending_accepted_at": self.oldest_pending(),
             "pending_messages": sum(p.pending for p in self.parts.values()),
             "scheduled": sum(len(p.heap) for p in self.parts.values()),
             "watermarks": {str(k): v.wm.value for k, v in sorted(self.parts.items())},

@@ -21,6 +21,7 @@ from pipeline import api
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_account
 from pipeline.sinks.clickhouse import Store, maintenance_record_row
+from pipeline.sinks.kafka import client_kwargs
 
 log = logging.getLogger("mailsla.sink")
 
@@ -76,6 +77,7 @@ class ResultWriter(Service):
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka, group_id=self.settings.group_sink,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
+            **client_kwargs(self.settings),
         )
         self.consumer.subscribe([self.settings.topic_results, self.settings.topic_accounts,
                                  self.settings.topic_maintenance], listener=_FlushOnRevoke(self))

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 import orjson
 
+from pipeline.cluster import cluster_statements, local_table
 from pipeline.config import Settings
 from pipeline.policy import Policy, load as load_policy
 
@@ -38,6 +39,11 @@ WINDOW_COLUMNS = ["window_id", "start_at", "end_at", "reason", "origin", "delete
 FAULT_COLUMNS = ["fault_id", "kind", "severity", "message_class", "opened_at", "resolved_at", "peak_share",
                  "delayed", "eligible", "last_event", "version"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Cluster mode (MAILSLA_CLICKHOUSE_CLUSTER): an insert through a Distributed table returns once the
+# rows are on their shard (not queued), on a majority of its replicas, and the revision lookup reads
+# only from replicas that have every such insert, so the sink always sees what it wrote last.
+CLUSTER_INSERT_SETTINGS = {"insert_distributed_sync": 1, "insert_quorum": "auto", "insert_quorum_parallel": 0}
+CLUSTER_READ_SETTINGS = {"select_sequential_consistency": 1}
 
 
 def ts(ms: int | None) -> datetime | None:
@@ -61,7 +67,8 @@ def connect(settings: Settings) -> Any:
         path.mkdir(parents=True, exist_ok=True)
         return clickhouse_connect.get_client(interface="chdb", path=str(path))
     parsed = urlparse(dsn)
-    return clickhouse_connect.get_client(dsn=dsn, database=parsed.path.strip("/") or None)
+    return clickhouse_connect.get_client(dsn=dsn, database=parsed.path.strip("/") or None,
+                                         settings=dict(CLUSTER_INSERT_SETTINGS) if settings.clickhouse_cluster else None)
 
 
 def ddl_params(database: str, policy: Policy | None) -> dict[str, str]:
@@ -73,8 +80,11 @@ def ddl_params(database: str, policy: Policy | None) -> dict[str, str]:
             "surge_baseline_hours": str(p.surge_baseline_ms // 3_600_000)}
 
 
-def ddl_statements(database: str, policy: Policy | None = None) -> list[str]:
-    """The versioned DDL files, in order, split into statements, placeholders filled in."""
+def ddl_statements(database: str, policy: Policy | None = None, cluster: str = "") -> list[str]:
+    """The versioned DDL files, in order, split into statements, placeholders filled in.
+
+    With `cluster` (MAILSLA_CLICKHOUSE_CLUSTER) they are rewritten for that ClickHouse cluster:
+    Replicated*MergeTree local tables and Distributed tables, ON CLUSTER (pipeline/cluster.py)."""
     params = ddl_params(database, policy)
     out: list[str] = []
     files = sorted(p for p in resources.files("pipeline.ddl").iterdir() if p.name.endswith(".sql"))
@@ -85,7 +95,7 @@ def ddl_statements(database: str, policy: Policy | None = None) -> list[str]:
                 for k, v in params.items():
                     stmt = stmt.replace("{" + k + "}", v)
                 out.append(stmt)
-    return out
+    return cluster_statements(out, cluster, database) if cluster else out
 
 
 class Store:
@@ -94,6 +104,8 @@ class Store:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = settings.database
+        self.cluster = settings.clickhouse_cluster  # "" = one node
+        self.on_cluster = f" ON CLUSTER '{self.cluster}'" if self.cluster else ""
         self.client = connect(settings)
         self.lock = threading.Lock()
         self.dirty: set[datetime] = set()  # minutes to rebuild after a failed write
@@ -101,8 +113,8 @@ class Store:
     def migrate(self) -> None:
         """Create the database and apply every DDL file; safe to run at every start."""
         with self.lock:
-            self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-            for stmt in ddl_statements(self.db, self.settings.policy):
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}{self.on_cluster}")
+            for stmt in ddl_statements(self.db, self.settings.policy, self.cluster):
                 self.client.command(stmt)
         policy = self.settings.policy or load_policy()
         self.write([maintenance_row(w.start_ms, w.end_ms, w.reason, "policy") for w in policy.maintenance])
@@ -130,8 +142,8 @@ class Store:
         mins = ", ".join(f"toDateTime('{m:%Y-%m-%d %H:%M:%S}', 'UTC')" for m in minutes)
         for table, account in (("handling_minutely", ""), ("handling_minutely_account", "account_id, ")):
             with self.lock:
-                self.client.command(f"ALTER TABLE {self.db}.{table} DELETE WHERE minute IN ({mins}) "
-                                    "SETTINGS mutations_sync = 2")
+                self.client.command(f"ALTER TABLE {self.db}.{local_table(table, self.cluster)}{self.on_cluster} "
+                                    f"DELETE WHERE minute IN ({mins}) SETTINGS mutations_sync = 2")
                 self.client.command(
                     f"INSERT INTO {self.db}.{table} (minute, message_class, {account}messages, within, delayed, latency) "
                     f"SELECT c_minute AS minute, message_class, {account}count(), countIf(status = 'on_time'), "
@@ -161,7 +173,7 @@ class Store:
                     f"SELECT message_id, argMax(tuple(rev, handling_ms, c_minute, c_n, c_within, "
                     f"c_delayed), rev) FROM {self.db}.handling_times_raw "
                     f"WHERE message_id IN %(ids)s GROUP BY message_id",
-                    parameters={"ids": chunk},
+                    parameters={"ids": chunk}, settings=CLUSTER_READ_SETTINGS if self.cluster else None,
                 )
             for mid, tup in res.result_rows:
                 out[mid] = tuple(tup)

@@ -17,6 +17,48 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExist
 from pipeline.config import Settings
 
 
+def ssl_context(settings: Settings) -> Any:
+    """The TLS context for SSL and SASL_SSL (server verified against MAILSLA_KAFKA_SSL_CAFILE, else the
+    system CAs; a client certificate when MAILSLA_KAFKA_SSL_CERTFILE is set); None otherwise."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    return create_ssl_context(cafile=settings.kafka_ssl_cafile or None,
+                              certfile=settings.kafka_ssl_certfile or None,
+                              keyfile=settings.kafka_ssl_keyfile or None)
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for every aiokafka client (consumer, producer, admin).
+
+    Built from the MAILSLA_KAFKA_* settings (validated in pipeline/config.py). The password is
+    passed to aiokafka only: never log this dict."""
+    protocol = settings.kafka_security_protocol
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        out |= {"sasl_mechanism": settings.kafka_sasl_mechanism,
+                "sasl_plain_username": settings.kafka_sasl_username,
+                "sasl_plain_password": settings.kafka_sasl_password}
+    if protocol.endswith("SSL"):
+        out["ssl_context"] = ssl_context(settings)
+    return out
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """The same security settings as Faust's `broker_credentials` (None for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    import faust
+
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    # SASL_PLAINTEXT, or SASL_SSL when given a context (faust picks the protocol from that)
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                 mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context(settings))
+
+
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
                 reason: str) -> bytes:
     """The dead-letter record: original bytes as text, or base64 when not UTF-8."""
@@ -55,7 +97,8 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
         (settings.topic_faults, {}),
         *extra,
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000,
+                                **client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -72,12 +115,13 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
 
 def producer(settings: Settings, **kw: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=settings.kafka, linger_ms=20,
-                            max_batch_size=512 * 1024, **kw)
+                            max_batch_size=512 * 1024, **(client_kwargs(settings) | kw))
 
 
 async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, tuple[int, int]]:
     """(beginning, end) offsets per partition of existing topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
+                                **client_kwargs(settings))
     await consumer.start()
     try:
         tps = []
@@ -127,7 +171,7 @@ async def committed_offsets(settings: Settings, group: str,
 
 
 async def _group_offsets(settings: Settings, group: str) -> dict[TopicPartition, Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, **client_kwargs(settings))
     await admin.start()
     try:
         for attempt in range(10):

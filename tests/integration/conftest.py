@@ -53,6 +53,7 @@ class Pipeline:
             "MAILSLA_PARTITIONS": "4",
             "MAILSLA_IDLE_GRACE_S": "0",
             "MAILSLA_BATCH_MS": "200",
+            "MAILSLA_API_PORT": "0",  # tests run one after another: never fight over a fixed port
             **overrides,
         }
         self.workers: list[subprocess.Popen] = []

@@ -22,6 +22,12 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("generate", "--rate", "x", "--duration", "1"),
     ("replay", "/nonexistent/file.jsonl"),
     ("kafka", "sideways"),
+    ("sla", "--month", "2026-10", "--account", ""),
+    ("accounts", "load", "/nonexistent/accounts.jsonl"),
+    ("maintenance", "add", "--start", "2026-11-01T02:00:00Z"),
+    ("maintenance", "add", "--start", "2026-11-01T02:00:00Z", "--end", "2026-11-01T01:00:00Z"),
+    ("maintenance", "add", "--start", "yesterday", "--end", "2026-11-01T01:00:00Z"),
+    ("faults", "--kind", "critical"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     proc = run(*args)
@@ -36,7 +42,7 @@ def test_a_bad_setting_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize("cmd", ["kafka", "worker", "sink", "replay", "generate", "sla", "sql", "status", "faults",
-                                 "demo", "bench"])
+                                 "demo", "bench", "accounts", "maintenance", "web", "top"])
 def test_every_command_has_help(cmd: str) -> None:
     proc = run(cmd, "--help")
     assert proc.returncode == 0 and "usage: mailsla" in proc.stdout
@@ -63,3 +69,10 @@ def test_generate_writes_an_incident_and_a_stall_into_the_file(tmp_path) -> None
     late = [m for m in inside if rdy[m] - acc[m][0] > 1_800_000]
     assert 0.2 < len(late) / len(inside) < 0.4
     assert not any(t0 + 5_400_000 <= r < t0 + 6_600_000 for r in rdy.values())
+
+
+def test_a_bad_accounts_file_names_its_line_and_publishes_nothing(tmp_path) -> None:
+    f = tmp_path / "accounts.jsonl"
+    f.write_text('{"account_id": "a", "rate_limited": false}\n{"account_id": "b", "rate_limited": "yes"}\n')
+    proc = run("accounts", "load", str(f))
+    assert proc.returncode == 2 and f"{f}:2: rate_limited" in proc.stderr

@@ -123,3 +123,17 @@ def test_states_of_partitions_moved_to_another_worker_are_not_scheduled_here() -
     rt.reset({0})  # partition 1 now belongs to another worker; the memory store still holds it
     rt.handle(s.topic_ticks, 0, 0, None, b"", wall=0.0)
     assert rt.snapshot()["pending_messages"] == 1 and set(rt.parts) == {0}
+
+
+def test_the_oldest_pending_message_per_class_is_tracked_and_forgotten_once_ready() -> None:
+    s = settings()
+    table: dict[bytes, bytes] = {}
+    rt = JoinRuntime(s, table)
+    for i, (cls, t) in enumerate((("campaign", T0 + 5000), ("campaign", T0), ("transactional", T0 + 9000))):
+        raw = orjson.dumps({"message_id": f"o{i}", "account_id": "a", "message_class": cls,
+                            "accepted_at": format_ts(t)})
+        rt.handle(s.topic_accepted, i % 2, i, f"o{i}".encode(), raw, wall=0.0)
+    assert rt.snapshot()["oldest_pending_accepted_at"] == {"transactional": T0 + 9000, "campaign": T0}
+    ready = orjson.dumps({"message_id": "o1", "ready_at": format_ts(T0 + 60_000)})
+    rt.handle(s.topic_ready, 1, 0, b"o1", ready, wall=0.0)
+    assert rt.snapshot()["oldest_pending_accepted_at"]["campaign"] == T0 + 5000

@@ -1,0 +1,101 @@
+"""The live page, its server-sent events, /metrics, /readyz.
+
+Served by the process that owns the ClickHouse connection (the sink, on
+`MAILSLA_WEB_HOST:MAILSLA_API_PORT`, 127.0.0.1:8642 by default) and by
+`mailsla web` for a ClickHouse server elsewhere. One `LiveView` computes a
+snapshot (pipeline/snapshot.py) at most every `every_s` seconds and every
+client gets that one. The page has no external assets: its charts are SVG
+drawn here, its script is a few lines of plain JavaScript.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pipeline import charts, metrics
+from pipeline.config import Settings
+from pipeline.snapshot import Query, collect
+from pipeline.sinks.kafka import group_lag
+
+log = logging.getLogger("mailsla.web")
+
+
+class LiveView:
+    def __init__(self, settings: Settings, query: Query, every_s: float = 2.0) -> None:
+        self.settings, self.query, self.every_s = settings, query, every_s
+        self.snap: dict[str, Any] | None = None
+        self.lock = asyncio.Lock()
+        self.error = ""
+
+    async def lag(self) -> dict[str, int]:
+        s = self.settings
+        try:
+            return {"input": await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready]),
+                    "results": await group_lag(s, s.group_sink, [s.topic_results])}
+        except Exception as exc:  # noqa: BLE001 - Kafka unreachable: show the numbers we have
+            self.error = f"Kafka: {type(exc).__name__}"
+            return {}
+
+    async def current(self) -> dict[str, Any]:
+        """The newest snapshot, recomputed when older than `every_s`."""
+        async with self.lock:
+            if self.snap is None or time.time() - self.snap["at"] >= self.every_s:
+                lag = await self.lag()
+                try:
+                    snap = await asyncio.to_thread(collect, self.settings, self.query, self.snap, lag)
+                    snap["charts"] = charts.render(snap)
+                    self.snap, self.error = snap, ""
+                except Exception as exc:  # noqa: BLE001 - the page shows the error and retries
+                    self.error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    log.warning("snapshot failed: %s", self.error)
+                    if self.snap is None:
+                        raise
+            return self.snap
+
+
+def add_routes(app: web.Application, view: LiveView) -> None:
+    async def page(_: web.Request) -> web.Response:
+        html = (resources.files("pipeline") / "static" / "index.html").read_text()
+        return web.Response(text=html, content_type="text/html")
+
+    async def snapshot(_: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(await view.current()), content_type="application/json")
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one snapshot every `every_s` seconds until the client goes."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        try:
+            while True:
+                try:
+                    body = orjson.dumps(await view.current())
+                except Exception:  # noqa: BLE001 - no snapshot yet: say so, try again
+                    body = orjson.dumps({"error": view.error or "no data yet"})
+                await resp.write(b"data: " + body + b"\n\n")
+                await asyncio.sleep(view.every_s)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+    async def prometheus(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(metrics.exposition, view.settings, view.query, await view.current())
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def readyz(_: web.Request) -> web.Response:
+        """Ready once caught up: the join and the sink are within `max_lag` records of their inputs."""
+        lag = await view.lag()
+        ready = bool(lag) and lag["input"] <= 1000 and lag["results"] <= 1000
+        return web.Response(body=orjson.dumps({"ready": ready, "lag": lag, "error": view.error}),
+                            status=200 if ready else 503, content_type="application/json")
+
+    app.router.add_get("/", page)
+    app.router.add_get("/api/snapshot", snapshot)
+    app.router.add_get("/events", events)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/readyz", readyz)
