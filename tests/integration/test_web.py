@@ -78,11 +78,12 @@ def test_the_page_updates_live_and_shows_what_clickhouse_says(fed) -> None:
     assert (int(eligible), int(within), int(delayed)) == (sla["eligible"], sla["within"], sla["delayed"])
     assert float(compliance) == pytest.approx(sla["compliance"], rel=1e-12)
     # the 60-minute p50 of transactional mail, as ClickHouse merges the digests of those minutes
+    # (merging t-digests is order-dependent, so two merges of the same states agree to a fraction of 1%)
     snap = json.loads(_get(f"{url}/api/snapshot")[1])
     start = snap["event_time_ms"] // 1000 - 3600
     q = pipeline.rows("SELECT quantilesTDigestMerge(0.5, 0.9, 0.99, 0.999)(latency) AS q, sum(messages) AS n "
                       "FROM mailsla.handling_minutely WHERE message_class = 'transactional' "
                       f"AND minute >= toDateTime({start}, 'UTC')")[0]
     shown = rows["p-transactional-60m"]
-    assert float(shown[2]) == pytest.approx(round(q["q"][0], 1)) and int(shown[6]) == q["n"]
+    assert float(shown[2]) == pytest.approx(q["q"][0], rel=0.01) and int(shown[6]) == q["n"]
     assert (ARTIFACTS / "live-page.png").stat().st_size > 10_000
