@@ -219,8 +219,20 @@ class JoinRuntime:
             out[cls] = best
         return out
 
+    def unsettled(self) -> int:
+        """Partitions with a deadline at or before this worker's newest event time still to fire.
+
+        In live mode a quiet partition catches up with that time after the idle grace and
+        fires them; until then the verdicts they will write are work still to do, so `status`
+        counts them in `total_lag`. Pure replay (no wall clock) never catches up: 0."""
+        if self.s.idle_grace_s <= 0:
+            return 0
+        floor = max((m for m in (q.wm.max_seen() for q in self.parts.values()) if m is not None), default=None)
+        return sum(1 for p in self.parts.values() if floor is not None and p.heap and p.heap[0][0] <= floor)
+
     def snapshot(self) -> dict[str, Any]:
         return {
+            "unsettled_partitions": self.unsettled(),
             "oldest_pending_accepted_at": self.oldest_pending(),
             "pending_messages": sum(p.pending for p in self.parts.values()),
             "scheduled": sum(len(p.heap) for p in self.parts.values()),

@@ -62,10 +62,12 @@ async def collect(settings: Settings) -> dict[str, Any]:
     input_lag = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
     pending_writes = await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance])
     dlq = await end_offsets(s, [s.topic_dead_letters])
+    unsettled = int(sum(w.get("unsettled_partitions", 0) for w in live_snapshots(s)))
     return {
-        "total_lag": input_lag + pending_writes,
+        "total_lag": input_lag + pending_writes + unsettled,
         "input_lag": input_lag,
         "pending_writes": pending_writes,
+        "unsettled_partitions": unsettled,
         "dead_letters": sum(end - begin for begin, end in dlq.values()),
         "pending_messages": pending_messages(s),
         "counters": counters(s),
