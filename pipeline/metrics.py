@@ -61,6 +61,11 @@ class _Collector:
         s = self.snap
         yield GaugeMetricFamily("mailsla_pending_messages", "Accepted messages waiting for queue-ready",
                                 value=s.get("pending", {}).get("messages", 0))
+        waiting = GaugeMetricFamily("mailsla_oldest_pending_age_seconds", "Age of the oldest message still "
+                                    "waiting for queue-ready (event time)", labels=["message_class"])
+        for cls, age in s.get("pending", {}).get("oldest_pending_age_ms", {}).items():
+            waiting.add_metric([cls], (age or 0) / 1000)
+        yield waiting
         oldest = GaugeMetricFamily("mailsla_oldest_overdue_age_seconds", "Age of the oldest overdue message "
                                    "(event time)", labels=["message_class"])
         for cls, age in s.get("pending", {}).get("oldest_overdue_age_ms", {}).items():

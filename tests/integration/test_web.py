@@ -53,8 +53,8 @@ def test_metrics_parse_and_the_histogram_counts_every_completed_verdict(fed) -> 
     assert thirty == {c: float(r["fast"]) for c, r in want.items()}
     verdicts = sum(s.value for s in families["mailsla_verdicts"].samples if s.name == "mailsla_verdicts_total")
     assert verdicts >= sum(r["n"] for r in want.values())
-    assert {"mailsla_pending_messages", "mailsla_consumer_lag", "mailsla_month_compliance",
-            "mailsla_open_faults"} <= set(families)
+    assert {"mailsla_pending_messages", "mailsla_oldest_pending_age_seconds", "mailsla_consumer_lag",
+            "mailsla_month_compliance", "mailsla_open_faults"} <= set(families)
     assert _get(f"{url}/healthz")[0] == 200
     assert _get(f"{url}/readyz")[0] == 200  # caught up
 
