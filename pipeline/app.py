@@ -18,7 +18,7 @@ import faust
 from faust.types import TP
 
 from pipeline.config import Settings
-from pipeline.offsets import REWIND, SKIP, OffsetTracker
+from pipeline.offsets import PROCESS, REWIND, SKIP, OffsetTracker
 from pipeline.runtime import JoinRuntime
 from pipeline.sinks.kafka import broker_credentials, committed_offsets
 from pipeline.status import remove_stale
@@ -53,7 +53,7 @@ def _offsets(tracker: OffsetTracker) -> dict[str, Any]:
     return {
         "next": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.expected.items())},
         "committed": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.committed.items())},
-        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped,
+        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped, "lost": tracker.lost,
     }
 
 
@@ -101,11 +101,14 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         """Runs for every input record of the partitions this worker owns, in offset order."""
         async for event in stream.events():
             msg = event.message
+            want = tracker.expected.get(msg.tp)
             action = tracker.check(msg.tp, msg.offset, time.monotonic())
+            if action == PROCESS and want is not None and msg.offset > want:
+                log.error("input %s-%d: offsets %d..%d are gone from Kafka (retention?); going on without them",
+                          msg.topic, msg.partition, want, msg.offset - 1)
             if action == SKIP:
                 continue
             if action == REWIND:  # Faust skipped records: read them again before going on
-                want = tracker.expected[msg.tp]
                 log.warning("input %s-%d: got offset %d, expected %d; seeking back",
                             msg.topic, msg.partition, msg.offset, want)
                 await app.consumer.seek(msg.tp, want)
@@ -117,6 +120,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                     await dead_letters.send(key=out.key, value=out.value)
                 else:
                     await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
+            tracker.done(msg.tp, msg.offset)  # only now: its outputs are with the producer
 
     async def commit_inputs() -> None:
         """Commit the input offsets processed so far, after their outputs are flushed."""

@@ -46,7 +46,7 @@ def render(snap: dict[str, Any]) -> dict[str, str]:
     def x(t: int) -> float:
         return PAD_L + (t - t0) / (t1 - t0) * (W - PAD_L - PAD_R)
 
-    top = max([s[k] for s in series for k in ("p50", "p90", "p99") if s[k] is not None] or [1.0])
+    top = max((s[k] for s in series for k in ("p50", "p90", "p99") if s[k] is not None), default=0.0) or 1.0
 
     def y_ms(v: float) -> float:
         return H - PAD_B - v / top * (H - PAD_B - PAD_T)

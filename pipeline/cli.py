@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -225,7 +224,7 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
 def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import policy, reports
 
-    pol = policy.load(os.environ.get("MAILSLA_POLICY") or None)
+    pol = s.policy or policy.load()
     query, close = reader(s, migrate=True)
     try:
         found = reports.faults(s, pol, query, open_only=args.open, kinds=args.kind)

@@ -64,7 +64,7 @@ def _secret(name: str) -> str:
 class Settings:
     data_dir: Path
     kafka: str
-    clickhouse: str
+    clickhouse: str = field(repr=False)  # may hold a password: print `redacted_dsn`
     database: str = "mailsla"
     topic_accepted: str = "mta.accepted"
     topic_ready: str = "mta.queue_ready"
@@ -74,7 +74,7 @@ class Settings:
     topic_accounts: str = "mailsla.accounts"
     topic_maintenance: str = "mailsla.maintenance"
     topic_faults: str = "mailsla.faults"
-    webhook_url: str = ""  # fault events are POSTed here as JSON when set
+    webhook_url: str = field(default="", repr=False)  # fault events are POSTed here; may carry a token
     fault_interval_s: float = 10.0  # how often the sink re-evaluates faults (<= 0: never)
     partitions: int = 8
     replication: int = 1

@@ -137,9 +137,10 @@ class FaultMonitor(Service):
         for event, f in changes:
             fid = fault_core.fault_id(f)
             assert self.stored is not None
-            self.stored[fid] = {"peak_share": f["peak_share"], "resolved_at": f["resolved_at"]}
             body = orjson.dumps({"event": event, "fault_id": fid, **public(f)})
             await self.producer.send_and_wait(self.settings.topic_faults, body, key=fid.encode())
+            # announced only once it is on the topic: a failed send is announced again next round
+            self.stored[fid] = {"peak_share": f["peak_share"], "resolved_at": f["resolved_at"]}
             log.warning("fault %s: %s", event, body.decode())
             if self.settings.webhook_url:
                 if self.webhook_queue.full():

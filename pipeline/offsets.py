@@ -27,11 +27,14 @@ PROCESS, SKIP, REWIND = "process", "skip", "rewind"
 @dataclass
 class OffsetTracker:
     rewind_every_s: float = 1.0  # while still waiting for a rewound offset, seek again this often
+    max_rewinds: int = 10  # seeks for the same missing offset before accepting that Kafka no longer has it
     expected: dict[Hashable, int] = field(default_factory=dict)
     committed: dict[Hashable, int] = field(default_factory=dict)
     rewinding: dict[Hashable, float] = field(default_factory=dict)
+    attempts: dict[Hashable, int] = field(default_factory=dict)
     rewinds: int = 0
     skipped: int = 0
+    lost: int = 0  # records Kafka no longer had (retention ran past them): counted, not waited for
 
     def assign(self, start: dict[Hashable, int]) -> None:
         """Partitions (re)assigned: `start` is each one's committed (or first) offset."""
@@ -40,11 +43,10 @@ class OffsetTracker:
         self.rewinding.clear()
 
     def check(self, tp: Hashable, offset: int, now: float) -> str:
-        """What to do with the record at `offset` of `tp`; PROCESS advances the expected offset."""
+        """What to do with the record at `offset` of `tp`. Changes nothing for PROCESS: the caller
+        calls `done` once what processing it produced has been handed to the producer."""
         want = self.expected.get(tp)
         if want is None or offset == want:
-            self.expected[tp] = offset + 1
-            self.rewinding.pop(tp, None)
             return PROCESS
         if offset < want:
             self.skipped += 1
@@ -52,9 +54,19 @@ class OffsetTracker:
         last = self.rewinding.get(tp)
         if last is not None and now - last < self.rewind_every_s:
             return SKIP  # already seeking back; records still buffered above the hole
+        self.attempts[tp] = self.attempts.get(tp, 0) + 1
+        if self.attempts[tp] > self.max_rewinds:  # the hole is real (deleted by retention)
+            self.lost += offset - want
+            return PROCESS
         self.rewinding[tp] = now
         self.rewinds += 1
         return REWIND
+
+    def done(self, tp: Hashable, offset: int) -> None:
+        """The record at `offset` is processed and its outputs sent: it may be committed."""
+        self.expected[tp] = offset + 1
+        self.rewinding.pop(tp, None)
+        self.attempts.pop(tp, None)
 
     def to_commit(self) -> dict[Hashable, int]:
         """Next offsets to commit: every processed record, nothing beyond."""

@@ -151,8 +151,7 @@ class JoinRuntime:
             out += self._apply(partition, part, mid, step, was, raw)
         prev = part.wm.value
         if topic == self.s.topic_ticks:
-            floor = max((m for m in (q.wm.max_seen() for q in self.parts.values()) if m is not None), default=None)
-            wm = part.wm.advance(wall, floor)
+            wm = part.wm.advance(wall, self._newest())
         else:
             wm = part.wm.advance(wall)
         out += self._fire(partition, part, prev, wm)
@@ -201,6 +200,11 @@ class JoinRuntime:
     def _results(self, rows: list[dict[str, Any]]) -> list[Out]:
         return [Out("result", r["message_id"].encode("utf-8"), orjson.dumps(r)) for r in rows]
 
+    def _waiting(self, key: bytes, part: Partition) -> bool:
+        raw = self.table.get(key)
+        state = orjson.loads(raw) if raw is not None else None
+        return state is not None and bool(state.get("a")) and join.is_pending(state, self.policy, part.wm.value)
+
     def oldest_pending(self) -> dict[str, int | None]:
         """accepted_at of the oldest message still waiting for queue-ready, per class (None: none)."""
         out: dict[str, int | None] = {}
@@ -208,16 +212,19 @@ class JoinRuntime:
             best = None
             for part in self.parts.values():
                 heap = part.waiting[cls]
-                while heap:
-                    raw = self.table.get(heap[0][1])
-                    state = orjson.loads(raw) if raw is not None else None
-                    if state is not None and state.get("a") and join.is_pending(state, self.policy, part.wm.value):
-                        break
+                while heap and not self._waiting(heap[0][1], part):
                     heapq.heappop(heap)  # finished or gone since it was pushed
                 if heap and (best is None or heap[0][0] < best):
                     best = heap[0][0]
+                if len(heap) > 2 * part.pending + 1024:  # stale entries behind a long-waiting one
+                    heap[:] = [(t, k) for t, k in heap if self._waiting(k, part)]
+                    heapq.heapify(heap)
             out[cls] = best
         return out
+
+    def _newest(self) -> int | None:
+        """The newest event time this worker has seen on any partition."""
+        return max((m for m in (q.wm.max_seen() for q in self.parts.values()) if m is not None), default=None)
 
     def unsettled(self) -> int:
         """Partitions with a deadline at or before this worker's newest event time still to fire.
@@ -227,7 +234,7 @@ class JoinRuntime:
         counts them in `total_lag`. Pure replay (no wall clock) never catches up: 0."""
         if self.s.idle_grace_s <= 0:
             return 0
-        floor = max((m for m in (q.wm.max_seen() for q in self.parts.values()) if m is not None), default=None)
+        floor = self._newest()
         return sum(1 for p in self.parts.values() if floor is not None and p.heap and p.heap[0][0] <= floor)
 
     def snapshot(self) -> dict[str, Any]:

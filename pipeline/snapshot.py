@@ -10,7 +10,8 @@ Takes ~tens of ms on small data; callers cache it for a second or two.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from typing import Any, Callable, Sequence
 
 from pipeline import faults as fault_core
@@ -40,9 +41,9 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     db, policy = settings.database, settings.policy
     assert policy is not None
     workers = live_snapshots(settings)
-    clocks = [int(v) for w in workers for v in w.get("watermarks", {}).values() if v is not None]
-    if clocks:  # the join's event clock: the newest watermark of the live workers
-        newest = max(clocks) // MINUTE * MINUTE
+    clock = event_now(workers)
+    if clock is not None:  # the join's event clock: the newest watermark of the live workers
+        newest = clock // MINUTE * MINUTE
     else:  # no worker here: the newest verdict minute stored
         _, rows = query(f"SELECT toUnixTimestamp(max(minute)) * 1000 FROM {db}.handling_minutely")
         newest = int(rows[0][0]) if rows and rows[0][0] else 0
@@ -91,7 +92,7 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
             snap["burn_rates"] = fault_core.burn_rates(policy, v, now)
 
     # month to date (the event-time month)
-    month = datetime.fromtimestamp(now / 1000 - 1, tz=timezone.utc).strftime("%Y-%m")
+    month = datetime.fromtimestamp(now / 1000 - 1, tz=ZoneInfo(policy.timezone)).strftime("%Y-%m")
     _, rows = query(sla.monthly_sql(db, month))
     doc = sla.verdict(month, rows, settings.threshold_ms, policy.objective)
     for c in doc["classes"].values():

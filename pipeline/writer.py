@@ -69,6 +69,7 @@ class ResultWriter(Service):
             try:
                 self.store = self.store or Store(self.settings)
                 await asyncio.to_thread(self.store.migrate)
+                await asyncio.to_thread(self.store.start_writing)
                 break
             except Exception as exc:  # noqa: BLE001
                 log.warning("ClickHouse not ready (%s); retrying in %.1fs", str(exc).strip().splitlines()[0][:200], delay)
@@ -89,6 +90,12 @@ class ResultWriter(Service):
             await self.add_runtime_dependency(FaultMonitor(self.settings, self.store, self.settings.fault_interval_s,
                                                            horizon=self.horizon))
         log.info("sink writing to %s", self.settings.redacted_dsn)
+
+    @Service.timer(300.0)
+    async def _recover(self) -> None:
+        """With a ClickHouse server, batches of sinks that died are repaired here (see Store)."""
+        if self.store is not None and not self.settings.clickhouse.startswith("chdb://"):
+            await asyncio.to_thread(self.store.recover, 60)
 
     @Service.task
     async def _consume(self) -> None:

@@ -111,24 +111,40 @@ class Store:
         self.dirty: set[datetime] = set()  # minutes to rebuild after a failed write
 
     def migrate(self) -> None:
-        """Create the database and apply every DDL file; safe to run at every start."""
+        """Create the database and apply every DDL file; safe to run at every start, from any
+        process (the CLI too): it writes no rows."""
         with self.lock:
             self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}{self.on_cluster}")
             for stmt in ddl_statements(self.db, self.settings.policy, self.cluster):
                 self.client.command(stmt)
-        policy = self.settings.policy or load_policy()
-        self.write([maintenance_row(w.start_ms, w.end_ms, w.reason, "policy") for w in policy.maintenance])
-        self.recover()
 
-    def recover(self) -> None:
+    def start_writing(self) -> None:
+        """The sink's start: the policy's maintenance windows, then crash recovery.
+
+        Policy windows are written with version 0, so a `maintenance remove` (a newer version)
+        stays removed. With the embedded engine this sink is the only writer, so every
+        unfinished batch is a crashed one; with a server, other sinks may be mid-insert, so only
+        batches older than a minute are taken as crashed (the sink looks again every 5 min)."""
+        policy = self.settings.policy or load_policy()
+        self.write([maintenance_row(w.start_ms, w.end_ms, w.reason, "policy", version=0)
+                    for w in policy.maintenance])
+        self.recover(self.crash_age_s)
+
+    @property
+    def crash_age_s(self) -> int:
+        """How old an unfinished batch must be to count as crashed (see `start_writing`)."""
+        return 0 if self.settings.clickhouse.startswith("chdb://") else 60
+
+    def recover(self, min_age_s: int = 0) -> None:
         """Rebuild the aggregates of the minutes touched by batches that never finished.
 
-        Runs at start in the process that writes (the sink), and before the next write after a
+        Runs at the sink's start, periodically with a server, and before the next write after a
         failed one. Idempotent: rebuilding a minute that was fine gives the same minute."""
         with self.lock:
             rows = self.client.query(
                 f"SELECT batch_id, any(minutes) FROM {self.db}.sink_journal GROUP BY batch_id "
-                f"HAVING countIf(state = 'done') = 0").result_rows
+                f"HAVING countIf(state = 'done') = 0 AND max(at) < now64(3) - INTERVAL {int(min_age_s)} SECOND"
+            ).result_rows
         ids = [r[0] for r in rows]
         minutes = sorted({utc(m) for r in rows for m in r[1]} | self.dirty)
         if minutes:
@@ -188,9 +204,9 @@ class Store:
         if msgs:
             prev = self.previous(sorted({r["message_id"] for r in msgs}))
             table_rows = prepare_rows(msgs, prev)
+            if self.dirty:  # a failed write may have landed without its aggregates
+                self.recover(self.crash_age_s)
             if table_rows:
-                if self.dirty:
-                    self.recover()
                 c, p, pn = (MSG_COLUMNS.index(k) for k in ("c_minute", "p_minute", "p_n"))
                 minutes = sorted({utc(r[c]) for r in table_rows} | {utc(r[p]) for r in table_rows if r[pn]})
                 batch = uuid.uuid4().hex

@@ -166,7 +166,8 @@ async def committed_offsets(settings: Settings, group: str,
     for tp, (begin, _end) in first.items():
         if (tp.topic, tp.partition) in wanted:
             meta = committed.get(tp)
-            out[(tp.topic, tp.partition)] = meta.offset if meta is not None and meta.offset >= 0 else begin
+            # below the log start (retention) the consumer resets to the first offset anyway
+            out[(tp.topic, tp.partition)] = max(meta.offset, begin) if meta is not None and meta.offset >= 0 else begin
     return out
 
 

@@ -4,10 +4,24 @@ from pipeline.offsets import PROCESS, REWIND, SKIP, OffsetTracker
 TP = ("accepted", 0)
 
 
+def feed(t: OffsetTracker, offsets: tuple[int, ...] | range, now: float = 0.0) -> list[str]:
+    """As the agent does: check each record, and mark the processed ones done after their sends."""
+    out = []
+    for o in offsets:
+        action = t.check(TP, o, now)
+        if action == PROCESS:
+            t.done(TP, o)
+        out.append(action)
+    return out
+
+
 def test_records_in_order_are_processed_and_committed_up_to_the_last_one() -> None:
     t = OffsetTracker()
     t.assign({TP: 10})
-    assert [t.check(TP, o, 0.0) for o in (10, 11, 12)] == [PROCESS] * 3
+    assert t.check(TP, 10, 0.0) == PROCESS
+    assert t.to_commit() == {}  # not before its outputs are sent
+    t.done(TP, 10)
+    assert feed(t, (11, 12)) == [PROCESS] * 2
     assert t.to_commit() == {TP: 13}
     t.did_commit({TP: 13})
     assert t.to_commit() == {}
@@ -16,19 +30,19 @@ def test_records_in_order_are_processed_and_committed_up_to_the_last_one() -> No
 def test_a_hole_is_never_skipped_the_agent_seeks_back_and_waits_for_the_missing_record() -> None:
     t = OffsetTracker(rewind_every_s=1.0)
     t.assign({TP: 0})
-    assert t.check(TP, 0, 0.0) == PROCESS
+    assert feed(t, (0,)) == [PROCESS]
     assert t.check(TP, 5, 0.1) == REWIND  # 1..4 were skipped upstream
     assert t.check(TP, 6, 0.2) == SKIP  # still buffered above the hole: no second seek yet
     assert t.to_commit() == {TP: 1}  # nothing past the hole
     assert t.check(TP, 7, 1.5) == REWIND  # the seek did not take: seek again
-    assert [t.check(TP, o, 2.0) for o in (1, 2, 3, 4, 5)] == [PROCESS] * 5
+    assert feed(t, (1, 2, 3, 4, 5), 2.0) == [PROCESS] * 5
     assert t.to_commit() == {TP: 6} and t.rewinds == 2
 
 
 def test_redelivered_records_below_the_expected_offset_are_skipped() -> None:
     t = OffsetTracker()
     t.assign({TP: 3})
-    assert t.check(TP, 3, 0.0) == PROCESS
+    assert feed(t, (3,)) == [PROCESS]
     assert t.check(TP, 2, 0.0) == SKIP and t.check(TP, 3, 0.0) == SKIP
     assert t.skipped == 2
 
@@ -36,14 +50,21 @@ def test_redelivered_records_below_the_expected_offset_are_skipped() -> None:
 def test_a_partition_with_no_known_start_trusts_its_first_record() -> None:
     t = OffsetTracker()
     t.assign({})
-    assert t.check(TP, 42, 0.0) == PROCESS and t.to_commit() == {TP: 43}
+    assert feed(t, (42,)) == [PROCESS] and t.to_commit() == {TP: 43}
 
 
 def test_revoked_partitions_are_forgotten_and_reassignment_restarts_from_the_committed_offset() -> None:
     t = OffsetTracker()
     t.assign({TP: 0})
-    t.check(TP, 0, 0.0)
+    feed(t, (0,))
     t.revoke({TP})
     assert t.to_commit() == {}
     t.assign({TP: 1})
-    assert t.check(TP, 0, 0.0) == SKIP and t.check(TP, 1, 0.0) == PROCESS
+    assert t.check(TP, 0, 0.0) == SKIP and feed(t, (1,)) == [PROCESS]
+
+
+def test_a_hole_kafka_no_longer_has_is_accepted_after_the_seeks_and_counted() -> None:
+    t = OffsetTracker(rewind_every_s=1.0, max_rewinds=3)
+    t.assign({TP: 0})  # retention deleted 0..9 before they were read
+    assert [t.check(TP, 10, float(i * 2)) for i in range(3)] == [REWIND] * 3
+    assert feed(t, (10,), 10.0) == [PROCESS] and t.lost == 10 and t.to_commit() == {TP: 11}
