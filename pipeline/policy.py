@@ -112,7 +112,9 @@ def parse(doc: Any) -> Policy:
         raise PolicyError(f"timezone: unknown time zone {tz!r}") from None
     return Policy(thresholds, float(objective), tz, float(share), windows,
                   volume, duration_ms(_get(fault, "hold", "fault."), "fault.hold"), tuple(tiers),
-                  **_exclusions(doc.get("exclusions") or {}),
+                  **_exclusions({**(doc.get("exclusions") or {}),
+                                 "maintenance": [*((doc.get("exclusions") or {}).get("maintenance") or []),
+                                                 *(doc.get("maintenance") or [])]}),
                   oldest_pending_ms={c: duration_ms(v, f"oldest_pending.{c}")
                                      for c, v in (doc.get("oldest_pending") or {}).items() if c in thresholds})
 
@@ -146,16 +148,31 @@ def _exclusions(doc: Any) -> dict[str, Any]:
             "maintenance": tuple(windows)}
 
 
+def _merge(base: Any, over: Any) -> Any:
+    """`over` on top of `base`: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {k: _merge(base.get(k), over[k]) if k in over else base[k] for k in {**base, **over}}
+    return over
+
+
+def _yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
 def load(path: str | Path | None = None) -> Policy:
-    """The shipped policy, or the file at `path`."""
-    if path is None:
-        text = (resources.files("pipeline") / "policy.yaml").read_text()
-    else:
+    """The shipped policy, with the file at `path` on top of it: a file names only what it changes
+    (keys it leaves out keep the shipped values; lists such as burn_rate are replaced whole)."""
+    doc = _yaml((resources.files("pipeline") / "policy.yaml").read_text(), "policy")
+    if path is not None:
         try:
             text = Path(path).read_text()
         except OSError as exc:
             raise PolicyError(f"policy file {path}: {exc.strerror}") from None
-    try:
-        return parse(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy: not valid YAML: {str(exc).splitlines()[0]}") from None
+        mine = _yaml(text, f"policy file {path}")
+        if mine is not None and not isinstance(mine, dict):
+            raise PolicyError("policy: expected a mapping at the top level")
+        doc = _merge(doc, mine or {})
+    return parse(doc)

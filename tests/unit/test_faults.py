@@ -107,3 +107,18 @@ def test_a_fault_still_open_at_the_end_has_no_resolved_at() -> None:
 
     (fault,) = detect(P, "transactional", [(m * MIN, 50, 100) for m in range(10)])
     assert fault["resolved_at"] is None
+
+
+def test_a_policy_file_names_only_what_it_changes_and_may_list_maintenance_at_the_top(tmp_path) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text("fault: {share: 0.2}\nmaintenance:\n  - {start: '2026-11-01T02:00:00Z', end: '2026-11-01T03:00:00Z'}\n")
+    p = load(f)
+    assert (p.fault_share, p.fault_min_volume, p.objective) == (0.2, 100, 0.99)
+    assert [(w.end_ms - w.start_ms, w.reason) for w in p.maintenance] == [(3_600_000, "planned maintenance")]
+
+
+def test_a_policy_file_that_is_not_a_mapping_is_refused(tmp_path) -> None:
+    f = tmp_path / "policy.yaml"
+    f.write_text("- just a list\n")
+    with pytest.raises(PolicyError, match="mapping"):
+        load(f)
