@@ -1,7 +1,9 @@
 """`mailsla replay FILE`: produce a JSONL file of events to the input topics.
 
 Each line is one event object, routed by field (`accepted_at` -> accepted
-topic, `ready_at` -> queue-ready topic) and keyed by its message id. Lines
+topic, `ready_at` -> queue-ready topic) and keyed by its message id; account
+facts (`account_id` with `first_send_at`/`rate_limited`, no message id) go to
+the accounts topic keyed by account id. Lines
 that break the contract are reported with their line numbers; the ones that
 can be routed are still produced (the worker dead-letters them with the
 reason), the others go straight to the dead-letter topic: nothing is lost.
@@ -17,7 +19,7 @@ import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.config import Settings
-from pipeline.events import BadEvent, parse_accepted, parse_ready
+from pipeline.events import BadEvent, parse_account, parse_accepted, parse_ready
 from pipeline.sinks.kafka import dead_letter, ensure_topics, producer
 
 
@@ -33,6 +35,11 @@ def route(settings: Settings, line: bytes) -> tuple[str | None, bytes | None, st
         topic, parse = settings.topic_accepted, parse_accepted
     elif "ready_at" in obj:
         topic, parse = settings.topic_ready, parse_ready
+    elif "message_id" not in obj and "account_id" in obj and ("first_send_at" in obj or "rate_limited" in obj):
+        try:  # account facts mixed into a traffic file: to the compacted accounts topic
+            return settings.topic_accounts, parse_account(line).account_id.encode("utf-8"), None
+        except BadEvent as exc:
+            return None, None, f"account record: {exc}"
     else:
         return None, None, "neither accepted_at nor ready_at: cannot route"
     mid = obj.get("message_id")

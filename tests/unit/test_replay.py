@@ -18,6 +18,9 @@ S = load()
     (b'{"message_id":"m"}', None, None, "cannot route"),
     (b'not json', None, None, "invalid JSON"),
     (b'[1]', None, None, "expected a JSON object"),
+    (b'{"account_id":"a-1","first_send_at":"2026-10-20T00:00:00Z","rate_limited":false}', S.topic_accounts,
+     b"a-1", None),
+    (b'{"account_id":"a-1","rate_limited":"yes"}', None, None, "account record: rate_limited"),
 ])
 def test_each_line_goes_to_its_topic_or_is_reported(line: bytes, topic: str | None, key: bytes | None,
                                                     problem: str | None) -> None:
