@@ -23,9 +23,9 @@ from pipeline import faults as fault_core
 from pipeline.config import Settings
 from pipeline.reports import FAULT_SERIES_SQL, find_faults, public
 from pipeline.sinks.clickhouse import Store
-from pipeline.sinks.kafka import group_lag, producer
+from pipeline.sinks.kafka import producer
 from pipeline.snapshot import event_now, oldest_pending_age
-from pipeline.status import live_snapshots
+from pipeline.status import lags, live_snapshots
 
 log = logging.getLogger("mailsla.faults")
 STORED_SQL = """SELECT fault_id, peak_share, toUnixTimestamp64Milli(resolved_at) FROM {db}.faults FINAL"""
@@ -68,9 +68,7 @@ class FaultMonitor(Service):
         """Announce only from (nearly) complete data: while the join is far behind its inputs
         (a replay, a restart catching up) the verdicts in ClickHouse are partial, and a fault
         seen in partial data may not exist in the whole. The round is skipped, not lost."""
-        s = self.settings
-        behind = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
-        unwritten = await group_lag(s, s.group_sink, [s.topic_results])
+        behind, unwritten = await lags(self.settings)
         return behind <= self.max_lag and unwritten <= self.max_lag
 
     async def evaluate_once(self) -> list[tuple[str, dict[str, Any]]]:

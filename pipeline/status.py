@@ -57,10 +57,16 @@ def counters(settings: Settings) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+async def lags(settings: Settings) -> tuple[int, int]:
+    """(input records the join has not processed, records the sink has not written to ClickHouse)."""
+    s = settings
+    return (await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready]),
+            await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance]))
+
+
 async def collect(settings: Settings) -> dict[str, Any]:
     s = settings
-    input_lag = await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready])
-    pending_writes = await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance])
+    input_lag, pending_writes = await lags(s)
     dlq = await end_offsets(s, [s.topic_dead_letters])
     unsettled = int(sum(w.get("unsettled_partitions", 0) for w in live_snapshots(s)))
     return {

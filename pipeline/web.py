@@ -21,7 +21,7 @@ from aiohttp import web
 from pipeline import charts, metrics
 from pipeline.config import Settings
 from pipeline.snapshot import Query, collect
-from pipeline.sinks.kafka import group_lag
+from pipeline.status import lags
 
 log = logging.getLogger("mailsla.web")
 
@@ -36,8 +36,8 @@ class LiveView:
     async def lag(self) -> dict[str, int]:
         s = self.settings
         try:
-            return {"input": await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready]),
-                    "results": await group_lag(s, s.group_sink, [s.topic_results])}
+            behind, unwritten = await lags(s)
+            return {"input": behind, "results": unwritten}
         except Exception as exc:  # noqa: BLE001 - Kafka unreachable: show the numbers we have
             self.error = f"Kafka: {type(exc).__name__}"
             return {}
