@@ -20,7 +20,7 @@ from faust.types import TP
 from pipeline.config import Settings
 from pipeline.offsets import PROCESS, REWIND, SKIP, OffsetTracker
 from pipeline.runtime import JoinRuntime
-from pipeline.sinks.kafka import broker_credentials, committed_offsets
+from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets
 from pipeline.status import remove_stale
 from pipeline.writer import ResultWriter
 
@@ -53,7 +53,7 @@ def _offsets(tracker: OffsetTracker) -> dict[str, Any]:
     return {
         "next": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.expected.items())},
         "committed": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.committed.items())},
-        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped, "lost": tracker.lost,
+        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped, "absent": tracker.absent,
     }
 
 
@@ -96,6 +96,27 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     app.mailsla_offsets = tracker  # type: ignore[attr-defined]
     app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
 
+    probe = OffsetProbe(s)
+
+    async def rewind(tp: Any, offset: int, want: int) -> str:
+        """A record above the expected offset arrived. Ask Kafka for its first record at or after the
+        expected one: none in between means there is nothing to wait for (retention, compaction,
+        transaction markers); otherwise Faust skipped records, so seek back and wait for them. A
+        failed question concludes nothing: seek back, ask again later."""
+        try:
+            first = await probe.next_offset(tp.topic, tp.partition, want)
+        except Exception as exc:  # noqa: BLE001 - waiting is always safe
+            log.warning("input %s-%d: could not check offset %d (%s)", tp.topic, tp.partition, want, exc)
+            first = None
+        if first is not None and first > want and tracker.expected.get(tp) == want:
+            log.warning("input %s-%d: offsets %d..%d hold no records in Kafka; going on",
+                        tp.topic, tp.partition, want, first - 1)
+            tracker.skip_absent(tp, first)
+            return tracker.check(tp, offset, time.monotonic())
+        log.warning("input %s-%d: got offset %d, expected %d; seeking back", tp.topic, tp.partition, offset, want)
+        await app.consumer.seek(tp, want)
+        return REWIND
+
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
         """Runs for every input record of the partitions this worker owns, in offset order."""
@@ -103,15 +124,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             msg = event.message
             want = tracker.expected.get(msg.tp)
             action = tracker.check(msg.tp, msg.offset, time.monotonic())
-            if action == PROCESS and want is not None and msg.offset > want:
-                log.error("input %s-%d: offsets %d..%d are gone from Kafka (retention?); going on without them",
-                          msg.topic, msg.partition, want, msg.offset - 1)
-            if action == SKIP:
-                continue
-            if action == REWIND:  # Faust skipped records: read them again before going on
-                log.warning("input %s-%d: got offset %d, expected %d; seeking back",
-                            msg.topic, msg.partition, msg.offset, want)
-                await app.consumer.seek(msg.tp, want)
+            if action == REWIND and want is not None:  # records skipped, or offsets with no record?
+                action = await rewind(msg.tp, msg.offset, want)
+            if action != PROCESS:
                 continue
             for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
                 if out.kind == "result":
@@ -121,6 +136,28 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 else:
                     await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
             tracker.done(msg.tp, msg.offset)  # only now: its outputs are with the producer
+
+    stalled_at: dict[Any, int] = {}
+
+    @app.timer(interval=5.0)
+    async def pass_trailing_markers() -> None:
+        """A partition that made no progress for 5 s may be waiting for offsets that hold no record:
+        a transaction's commit marker after its last record is never delivered, so without this the
+        input lag stays above zero for good. Ask Kafka; go past such offsets only on its answer."""
+        for tp, want in list(tracker.expected.items()):
+            if stalled_at.get(tp) != want:
+                continue
+            try:
+                nxt = await probe.next_offset(tp.topic, tp.partition, want, timeout_s=1.0)
+            except Exception as exc:  # noqa: BLE001 - ask again in 5 s
+                log.debug("input %s-%d: offset check failed: %s", tp.topic, tp.partition, exc)
+                continue
+            if nxt is not None and nxt > want and tracker.expected.get(tp) == want:
+                log.info("input %s-%d: offsets %d..%d hold no records (transaction markers?); going on",
+                         tp.topic, tp.partition, want, nxt - 1)
+                tracker.skip_absent(tp, nxt)
+        stalled_at.clear()
+        stalled_at.update(tracker.expected)
 
     async def commit_inputs() -> None:
         """Commit the input offsets processed so far, after their outputs are flushed."""
@@ -185,6 +222,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     @app.on_before_shutdown.connect
     async def _final_status(sender: Any, **kwargs: Any) -> None:
         await write_status()
+        await probe.stop()
 
     if with_sink:
         writer = ResultWriter(settings)

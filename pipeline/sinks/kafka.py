@@ -190,3 +190,43 @@ def key_bytes(key: Any) -> bytes | None:
         return key
     return str(key).encode("utf-8")
 
+
+
+class OffsetProbe:
+    """Answers "where is the next record at or after offset N of this partition?" with a consumer of
+    its own (no group, nothing committed, the same isolation level as Faust's), so the join agent can
+    tell offsets Faust skipped from offsets that hold no record: deleted by retention, compacted away,
+    or transaction markers. Started on the first question; `stop` at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()  # one question at a time: each one re-assigns the consumer
+
+    async def next_offset(self, topic: str, partition: int, offset: int, timeout_s: float = 5.0) -> int | None:
+        """The offset of the first record at or after `offset` (the log start when retention deleted
+        `offset`), else the log end when no record follows `offset`; None when Kafka gave no answer
+        within `timeout_s`: then nothing is concluded."""
+        async with self._lock:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
+                                            enable_auto_commit=False, auto_offset_reset="earliest",
+                                            max_partition_fetch_bytes=64 * 1024, **client_kwargs(self.settings))
+                await consumer.start()
+                self._consumer = consumer
+            consumer, tp = self._consumer, TopicPartition(topic, partition)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end <= offset:
+                return offset  # nothing at or after it yet
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
+            if batch.get(tp):
+                return batch[tp][0].offset
+            high = consumer.highwater(tp)  # a fetch answered with no record: none before its high watermark
+            return high if high is not None and high > offset else None
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()

@@ -137,3 +137,42 @@ def test_a_second_worker_joining_mid_replay_rebalances_without_loss_or_double_co
     pipeline.start_worker("--no-sink")  # joins the group: partitions move while events flow
     pipeline.wait_idle(timeout=300)
     _assert_exact(pipeline, traffic)
+
+
+def test_offsets_taken_by_transaction_markers_are_not_waited_for_and_nothing_is_lost(pipeline, tmp_path: Path) -> None:
+    """MTAs that produce in Kafka transactions leave a commit marker after each transaction: an
+    offset with no record. The worker must go past it (and only it), not wait or skip more."""
+    import asyncio
+    import json
+
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline.replay import lines_of, route
+    from pipeline.sinks.kafka import ensure_topics
+
+    traffic = tmp_path / "traffic.jsonl"
+    pipeline.cli("generate", "--rate", "5", "--duration", "600", "--seed", "8",
+                 "--start", "2026-10-31T23:55:00Z", "--out", str(traffic))
+    settings = pipeline.settings()
+
+    async def produce_in_transactions() -> None:
+        await ensure_topics(settings)
+        prod = AIOKafkaProducer(bootstrap_servers=settings.kafka, transactional_id=f"{settings.app_id}-mta")
+        await prod.start()
+        try:
+            lines = [line for _, line in lines_of(traffic)]
+            for i in range(0, len(lines), 40):
+                async with prod.transaction():
+                    for line in lines[i:i + 40]:
+                        topic, key, problem = route(settings, line)
+                        assert problem is None and topic is not None
+                        await prod.send(topic, line, key=key)
+        finally:
+            await prod.stop()
+
+    pipeline.start_worker()
+    asyncio.run(produce_in_transactions())
+    pipeline.wait_idle(timeout=180)
+    _assert_exact(pipeline, traffic)
+    status = [json.loads(f.read_text()) for f in (settings.data_dir / "run").glob("join-*.json")]
+    assert sum(s["offsets"]["absent"] for s in status) > 0, "no marker offset was seen: the test proves nothing"

@@ -196,4 +196,4 @@ def test_the_sink_and_the_kafka_adapter_are_among_the_checked_modules() -> None:
 
 def test_the_kafka_adapter_builds_all_its_clients_with_the_security_kwargs() -> None:
     sites = _constructions(ROOT / "pipeline" / "sinks" / "kafka.py")
-    assert len(sites) == 4 and all(ok for _, ok in sites)
+    assert len(sites) == 5 and all(ok for _, ok in sites)
