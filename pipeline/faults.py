@@ -134,13 +134,15 @@ class _Prefix:
         return (self.first + i * MINUTE for i in range(1, self.n + 1))
 
 
-def burn_alerts(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+def burn_alerts(policy: Policy, cls: str, series: list[tuple[int, int, int]],
+                start: int | None = None) -> list[dict[str, object]]:
     """Multi-window burn-rate alerts, evaluated every minute of event time like `detect`.
 
     A tier fires while both its long and its short window burn the error budget faster than
     its factor (burn = delayed share / (1 - objective)); the alert opens at the first such
     minute and resolves at the first minute it stops (no hold: the short window is the
-    reset). `peak_share` is the highest long-window delayed share seen while open.
+    reset). `peak_share` is the highest long-window delayed share seen while open. With
+    `start`, evaluations begin there (see `settled_before`).
     """
     if not series:
         return []
@@ -148,6 +150,8 @@ def burn_alerts(policy: Policy, cls: str, series: list[tuple[int, int, int]]) ->
     for tier in policy.burn_tiers:
         current: dict[str, object] | None = None
         for now in pre.minutes():
+            if start is not None and now < start:
+                continue
             (dl, el), (ds, es) = pre.window(now, tier.long_ms), pre.window(now, tier.short_ms)
             burn_long = dl / el / budget if el else 0.0
             burn_short = ds / es / budget if es else 0.0
@@ -188,19 +192,23 @@ def changes(stored: dict[str, dict[str, object]], found: list[dict[str, object]]
     return out
 
 
-def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]],
+           start: int | None = None) -> list[dict[str, object]]:
     """Run the fault rule every minute of event time over a class's verdict series.
 
     `series` holds (minute_ms, delayed, eligible) by minute of verdict time. Evaluations run at
     each minute boundary from the first verdict to one minute after the last, over the
     trailing window. Returns one record per fault, `resolved_at` None while it is open.
-    Deterministic: the same verdicts always give the same faults (replay = live).
+    Deterministic: the same verdicts always give the same faults (replay = live). With `start`,
+    evaluations begin there with no fault open (see `settled_before`).
     """
     if not series:
         return []
     pre, window = _Prefix(series), policy.fault_window_ms[cls]
     state, faults, current = FaultState(), [], None
     for now in pre.minutes():
+        if start is not None and now < start:
+            continue
         delayed, eligible = pre.window(now, window)
         for ev in evaluate(policy, cls, state, now, delayed, eligible):
             if ev.event == "opened":
@@ -213,3 +221,24 @@ def detect(policy: Policy, cls: str, series: list[tuple[int, int, int]]) -> list
                 if ev.event == "resolved":
                     current["resolved_at"], current = ev.resolved_at, None
     return faults
+
+
+def lookback_ms(policy: Policy) -> int:
+    """The longest window any rule reads: evaluations from a minute S need verdicts from S minus this."""
+    return max([*policy.fault_window_ms.values(), *(t.long_ms for t in policy.burn_tiers)])
+
+
+def settled_before(found: list[dict[str, object]], at_ms: int) -> int:
+    """The latest minute S <= `at_ms` that every fault and alert in `found` (a full evaluation)
+    enters closed. The rules keep no memory while closed, so evaluating from S (`start=S`) over
+    the verdicts from S - `lookback_ms` finds exactly the faults of the full evaluation opened at
+    or after S: the live monitor then reads a bounded stretch of history, not all of it."""
+    s = at_ms // MINUTE * MINUTE
+    moved = True
+    while moved:
+        moved = False
+        for f in found:
+            opened, resolved = int(f["opened_at"]), f["resolved_at"]  # type: ignore[call-overload]
+            if opened < s and (resolved is None or s <= int(resolved)):  # type: ignore[call-overload]
+                s, moved = opened, True
+    return s

@@ -4,7 +4,11 @@ Runs inside the sink process (it owns the ClickHouse connection), every
 `interval` seconds: reads the eligible verdicts per minute, runs the pure fault
 rule and burn-rate tiers (`pipeline.faults`), and announces what changed since
 the last announcement (`opened`, `updated` with the new peak, `resolved`), once
-the pipeline has caught up with its inputs. The
+the pipeline has caught up with its inputs. The first round reads the whole
+history; later rounds start at a minute where nothing was open, at least
+`RECHECK_MS` (or the never-ready horizon) before the newest verdict, and read
+back from there only the longest rule window: the same faults, bounded work.
+`mailsla faults` always evaluates the whole history. The
 announced state is the `faults` table itself, read back at start, so a restart
 never re-opens or duplicates a fault. The webhook is POSTed from a bounded
 queue with retries and backoff; a slow or dead webhook never blocks the sink.
@@ -21,7 +25,7 @@ from mode import Service
 
 from pipeline import faults as fault_core
 from pipeline.config import Settings
-from pipeline.reports import FAULT_SERIES_SQL, find_faults, public
+from pipeline.reports import fault_series_sql, find_faults, public
 from pipeline.sinks.clickhouse import Store
 from pipeline.sinks.kafka import producer
 from pipeline.snapshot import event_now, oldest_pending_age
@@ -29,6 +33,7 @@ from pipeline.status import lags, live_snapshots
 
 log = logging.getLogger("mailsla.faults")
 STORED_SQL = """SELECT fault_id, peak_share, toUnixTimestamp64Milli(resolved_at) FROM {db}.faults FINAL"""
+RECHECK_MS = 24 * 3_600_000  # at least: verdicts can still arrive this late (never_ready horizon if longer)
 OPEN_PENDING_SQL = """SELECT message_class, toUnixTimestamp64Milli(opened_at), peak_share FROM {db}.faults FINAL
 WHERE kind = 'oldest_pending' AND resolved_at IS NULL"""
 
@@ -42,6 +47,7 @@ class FaultMonitor(Service):
         self.store = store
         self.interval = interval
         self.stored: dict[str, dict[str, Any]] | None = None
+        self.settled: int | None = None  # a minute every fault enters closed: evaluations start there
         self.open_pending: dict[str, dict[str, Any]] | None = None
         self.webhook_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
         self.producer: Any = None
@@ -79,12 +85,18 @@ class FaultMonitor(Service):
         if self.stored is None:
             _, rows = await asyncio.to_thread(self.store.query, STORED_SQL.format(db=db))
             self.stored = {fid: {"peak_share": peak, "resolved_at": res} for fid, peak, res in rows}
-        _, rows = await asyncio.to_thread(self.store.query, FAULT_SERIES_SQL.format(db=db))
+        policy = self.settings.policy
+        assert policy is not None
+        since = 0 if self.settled is None else self.settled - fault_core.lookback_ms(policy)
+        _, rows = await asyncio.to_thread(self.store.query, fault_series_sql(db, since))
         horizon = self.horizon()
         if horizon is not None:  # only minutes every partition has finished
             rows = [r for r in rows if int(r[1]) + fault_core.MINUTE <= horizon]
-        assert self.settings.policy is not None
-        found = find_faults(self.settings.policy, list(rows))
+        found = find_faults(policy, list(rows), self.settled)
+        if rows:  # verdicts older than the recheck span no longer change what is announced
+            recheck = max(RECHECK_MS, self.settings.never_ready_ms)
+            settled = fault_core.settled_before(found, max(int(r[1]) for r in rows) - recheck)
+            self.settled = max(settled, self.settled or settled)
         changes = fault_core.changes(self.stored, found)
         changes += await self.oldest_pending()
         if changes:

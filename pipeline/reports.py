@@ -23,8 +23,14 @@ Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 FAULT_SERIES_SQL = """
 SELECT message_class, toUnixTimestamp(toStartOfMinute(verdict_at)) * 1000 AS m,
        countIf(status IN ('overdue', 'late', 'never_ready')) AS d, count() AS e
-FROM {db}.handling_times WHERE NOT excluded GROUP BY message_class, m ORDER BY m
+FROM {db}.handling_times WHERE NOT excluded AND verdict_at >= fromUnixTimestamp64Milli({since}, 'UTC')
+GROUP BY message_class, m ORDER BY m
 """
+
+
+def fault_series_sql(db: str, since_ms: int = 0) -> str:
+    """Eligible verdicts per class and minute of verdict time, from `since_ms` on (0: all history)."""
+    return FAULT_SERIES_SQL.format(db=db, since=f"toInt64({int(since_ms)})")
 
 
 def print_rows(cols: list[str], rows: list[Sequence[Any]], fmt: str) -> None:
@@ -46,15 +52,16 @@ def print_rows(cols: list[str], rows: list[Sequence[Any]], fmt: str) -> None:
         Console().print(t)
 
 
-def find_faults(policy: Policy, rows: list[Sequence[Any]]) -> list[dict[str, Any]]:
+def find_faults(policy: Policy, rows: list[Sequence[Any]], start: int | None = None) -> list[dict[str, Any]]:
     """Every semi-critical fault (both classes) and burn-rate alert (transactional: the class the
-    99% objective is for) in a verdict series of (class, minute_ms, delayed, eligible) rows."""
+    99% objective is for) in a verdict series of (class, minute_ms, delayed, eligible) rows;
+    with `start`, evaluated from that minute on (see `faults.settled_before`)."""
     found: list[dict[str, Any]] = []
     for cls in CLASSES:
         series = [(int(m), int(d), int(e)) for c, m, d, e in rows if c == cls]
-        found += fault_core.detect(policy, cls, series)
+        found += fault_core.detect(policy, cls, series, start)
         if cls == "transactional":
-            found += fault_core.burn_alerts(policy, cls, series)
+            found += fault_core.burn_alerts(policy, cls, series, start)
     found.sort(key=lambda f: (f["opened_at"], f["kind"]))
     return found
 
@@ -62,7 +69,7 @@ def find_faults(policy: Policy, rows: list[Sequence[Any]]) -> list[dict[str, Any
 def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = False,
            kinds: str = "semi_critical") -> list[dict[str, Any]]:
     """Faults and alerts from the exact per-minute verdict counts, oldest first."""
-    _, rows = query(FAULT_SERIES_SQL.format(db=settings.database))
+    _, rows = query(fault_series_sql(settings.database))
     found = [f for f in find_faults(policy, list(rows)) if kinds == "all" or f["kind"] == kinds]
     if kinds in ("oldest_pending", "all"):  # state-based: only what the live monitor announced
         _, rows = query(f"SELECT message_class, toUnixTimestamp64Milli(opened_at), toUnixTimestamp64Milli(resolved_at), "
