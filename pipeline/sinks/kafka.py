@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 from typing import Any, Iterable
 
 import orjson
@@ -196,17 +197,30 @@ class OffsetProbe:
     """Answers "where is the next record at or after offset N of this partition?" with a consumer of
     its own (no group, nothing committed, the same isolation level as Faust's), so the join agent can
     tell offsets Faust skipped from offsets that hold no record: deleted by retention, compacted away,
-    or transaction markers. Started on the first question; `stop` at shutdown."""
+    or transaction markers. Started on the first question; `stop` at shutdown.
+
+    Each fetch reads up to 1,000 records and remembers which offsets in that stretch hold one, so a
+    producer writing in transactions (one marker offset per commit) costs one fetch per stretch,
+    not one per transaction. Only "no record here" is answered from memory: that never changes,
+    while a remembered record may since have been deleted, so "a record is here" is always re-read."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # one question at a time: each one re-assigns the consumer
+        self._seen: dict[TopicPartition, tuple[int, int, list[int]]] = {}  # (first, last, offsets with records)
+        self.fetches = 0
 
     async def next_offset(self, topic: str, partition: int, offset: int, timeout_s: float = 5.0) -> int | None:
         """The offset of the first record at or after `offset` (the log start when retention deleted
         `offset`), else the log end when no record follows `offset`; None when Kafka gave no answer
         within `timeout_s`: then nothing is concluded."""
+        tp = TopicPartition(topic, partition)
+        if tp in self._seen:
+            lo, hi, present = self._seen[tp]
+            i = bisect.bisect_left(present, offset)
+            if lo <= offset <= hi and i < len(present) and present[i] > offset:
+                return present[i]  # offset..present[i]-1 hold no record: that never changes
         async with self._lock:
             if self._consumer is None:
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
@@ -214,15 +228,18 @@ class OffsetProbe:
                                             max_partition_fetch_bytes=64 * 1024, **client_kwargs(self.settings))
                 await consumer.start()
                 self._consumer = consumer
-            consumer, tp = self._consumer, TopicPartition(topic, partition)
+            consumer = self._consumer
             end = (await consumer.end_offsets([tp]))[tp]
             if end <= offset:
                 return offset  # nothing at or after it yet
             consumer.assign([tp])
             consumer.seek(tp, offset)
-            batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
-            if batch.get(tp):
-                return batch[tp][0].offset
+            self.fetches += 1
+            batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1000)
+            if batch.get(tp):  # records come in offset order; the offsets between them hold none
+                present = [r.offset for r in batch[tp]]
+                self._seen[tp] = (offset, present[-1], present)
+                return present[0]
             high = consumer.highwater(tp)  # a fetch answered with no record: none before its high watermark
             return high if high is not None and high > offset else None
 
