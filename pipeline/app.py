@@ -18,7 +18,7 @@ import faust
 from faust.types import TP
 
 from pipeline.config import Settings
-from pipeline.offsets import PROCESS, REWIND, SKIP, OffsetTracker
+from pipeline.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.runtime import JoinRuntime
 from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets
 from pipeline.status import remove_stale
