@@ -99,22 +99,28 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     probe = OffsetProbe(s)
 
-    async def rewind(tp: Any, offset: int, want: int) -> str:
-        """A record above the expected offset arrived. Ask Kafka for its first record at or after the
-        expected one: none in between means there is nothing to wait for (retention, compaction,
-        transaction markers); otherwise Faust skipped records, so seek back and wait for them. A
-        failed question concludes nothing: seek back, ask again later."""
+    async def pass_absent(tp: Any, want: int, timeout_s: float) -> bool:
+        """Ask Kafka where the first record at or after `want` is; if the offsets before it hold no
+        record (retention, compaction, transaction markers), go past them and say so. A failed
+        question concludes nothing."""
         try:
-            first = await probe.next_offset(tp.topic, tp.partition, want)
+            first = await probe.next_offset(tp.topic, tp.partition, want, timeout_s)
         except Exception as exc:  # noqa: BLE001 - waiting is always safe
             log.warning("input %s-%d: could not check offset %d (%s)", tp.topic, tp.partition, want, exc)
-            first = None
-        if first is not None and first > want and tracker.expected.get(tp) == want:
-            # one offset: a transaction marker, routine; more: retention or compaction, worth a look
-            log.log(logging.WARNING if first - want > 1 else logging.DEBUG,
-                    "input %s-%d: offsets %d..%d hold no records in Kafka; going on",
-                    tp.topic, tp.partition, want, first - 1)
-            tracker.skip_absent(tp, first)
+            return False
+        if first is None or first <= want or tracker.expected.get(tp) != want:
+            return False
+        # one offset: a transaction marker, routine; more: retention or compaction, worth a look
+        log.log(logging.WARNING if first - want > 1 else logging.DEBUG,
+                "input %s-%d: offsets %d..%d hold no records in Kafka; going on",
+                tp.topic, tp.partition, want, first - 1)
+        tracker.skip_absent(tp, first)
+        return True
+
+    async def rewind(tp: Any, offset: int, want: int) -> str:
+        """A record above the expected offset arrived: either offsets with no record lie between
+        (go past them), or Faust skipped records (seek back and wait for them)."""
+        if await pass_absent(tp, want, 5.0):
             return tracker.check(tp, offset, time.monotonic())
         log.warning("input %s-%d: got offset %d, expected %d; seeking back", tp.topic, tp.partition, offset, want)
         await app.consumer.seek(tp, want)
@@ -148,17 +154,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         a transaction's commit marker after its last record is never delivered, so without this the
         input lag stays above zero for good. Ask Kafka; go past such offsets only on its answer."""
         for tp, want in list(tracker.expected.items()):
-            if stalled_at.get(tp) != want:
-                continue
-            try:
-                nxt = await probe.next_offset(tp.topic, tp.partition, want, timeout_s=1.0)
-            except Exception as exc:  # noqa: BLE001 - ask again in 5 s
-                log.debug("input %s-%d: offset check failed: %s", tp.topic, tp.partition, exc)
-                continue
-            if nxt is not None and nxt > want and tracker.expected.get(tp) == want:
-                log.info("input %s-%d: offsets %d..%d hold no records (transaction markers?); going on",
-                         tp.topic, tp.partition, want, nxt - 1)
-                tracker.skip_absent(tp, nxt)
+            if stalled_at.get(tp) == want:
+                await pass_absent(tp, want, 1.0)
         stalled_at.clear()
         stalled_at.update(tracker.expected)
 
