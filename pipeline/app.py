@@ -11,12 +11,16 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections import defaultdict
 from typing import Any
 
 import faust
+from faust.sensors import SensorDelegate
+from faust.streams import _current_event
 from faust.types import TP
 
+from pipeline import batching
 from pipeline.config import Settings
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.runtime import JoinRuntime
@@ -46,6 +50,23 @@ class _ReadOffsets(defaultdict):
 
     def __getitem__(self, tp: Any) -> Any:
         return None if tp.topic in self.untracked else super().__getitem__(tp)
+
+
+class QuietSensors(SensorDelegate):
+    """Faust's sensor hooks, all no-ops, and no Monitor: they run several times per record
+    (message in, stream in/out, send initiated/completed, commit...) and nothing here reads them."""
+
+    def add(self, sensor: Any) -> None:
+        return None
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+for _name in dir(SensorDelegate):
+    if _name.startswith("on_"):
+        setattr(QuietSensors, _name, _noop)
 
 
 def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
@@ -79,18 +100,19 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
     )
+    app.sensors = QuietSensors(app)
     s = settings
     # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
     source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks, acks=False,
                        partitions=s.partitions, key_serializer="raw", value_serializer="raw")
-    results = app.topic(s.topic_results, partitions=s.partitions)
     dead_letters = app.topic(s.topic_dead_letters, partitions=s.partitions)
     inputs = {s.topic_accepted: app.topic(s.topic_accepted), s.topic_ready: app.topic(s.topic_ready)}
     ticks = app.topic(s.topic_ticks, partitions=s.partitions)
     table = app.Table("join-state", default=None, partitions=s.partitions,
                       key_type=bytes, value_type=bytes)
     table.key_serializer = table.value_serializer = "raw"  # before the changelog topic exists
-    runtime = JoinRuntime(settings, table)
+    state = batching.StateBuffer(table.data)  # reads see the batch's writes; written once per batch
+    runtime = JoinRuntime(settings, state)
     app.mailsla_runtime = runtime  # type: ignore[attr-defined]
 
     tracker = OffsetTracker()
@@ -126,25 +148,83 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         await app.consumer.seek(tp, want)
         return REWIND
 
+    changelog = table.changelog_topic.get_topic_name()
+
+    def _persisted(fut: Any) -> None:
+        """What Table._on_changelog_sent does: RocksDB remembers the changelog offset it has."""
+        if not fut.cancelled() and fut.exception() is None:
+            res = fut.result()
+            table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset)
+
+    async def send_batch(results_by_p: dict[int, list[bytes]], others: list[Any],
+                         last_event: dict[int, Any]) -> None:
+        """Hand the batch's outputs to the producer: each state key once (its final value), the
+        result rows as one record per results partition, dead letters and re-keyed records."""
+        writes = state.take()
+        producer = app.producer
+        for p, kvs in writes.items():  # the store first, synchronously: reads after this see it
+            _current_event.set(last_event[p])  # the RocksDB store picks its partition from the event
+            for key, value in kvs:
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
+        for p, kvs in writes.items():
+            for key, value in kvs:
+                fut = await producer.send(changelog, key, value, p, None, None)
+                fut.add_done_callback(_persisted)
+        for p, values in results_by_p.items():
+            for value in batching.encode_results(values):
+                await producer.send(s.topic_results, None, value, p, None, None)
+        for out in others:
+            if out.kind == "dead_letter":
+                await dead_letters.send(key=out.key, value=out.value)
+            else:
+                await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
+        results_by_p.clear()
+        others.clear()
+
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
-        """Runs for every input record of the partitions this worker owns, in offset order."""
-        async for event in stream.events():
-            msg = event.message
-            want = tracker.expected.get(msg.tp)
-            action = tracker.check(msg.tp, msg.offset, time.monotonic())
-            if action == REWIND and want is not None:  # records skipped, or offsets with no record?
-                action = await rewind(msg.tp, msg.offset, want)
-            if action != PROCESS:
-                continue
-            for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
-                if out.kind == "result":
-                    await results.send(key=out.key, value=out.value)
-                elif out.kind == "dead_letter":
-                    await dead_letters.send(key=out.key, value=out.value)
-                else:
-                    await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
-            tracker.done(msg.tp, msg.offset)  # only now: its outputs are with the producer
+        """Runs for batches of input records of the partitions this worker owns; each partition's
+        records in offset order. An input offset may be committed only once the outputs of its
+        record are with the producer: the tracker holds commits at the offsets whose outputs
+        were sent until the batch's outputs are sent too."""
+        results_by_p: dict[int, list[bytes]] = {}
+        others: list[Any] = []
+        last_event: dict[int, Any] = {}
+        async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
+            owned = app.consumer.assignment()
+            tracker.hold()
+            for event in events:
+                msg = event.message
+                tp = msg.tp
+                if tp not in owned:
+                    continue  # revoked while the batch waited: the next owner processes it
+                want = tracker.expected.get(tp)
+                action = tracker.check(tp, msg.offset, time.monotonic())
+                if action == REWIND and want is not None:  # records skipped, or offsets with no record?
+                    await send_batch(results_by_p, others, last_event)  # nothing unsent across an await
+                    tracker.release()
+                    action = await rewind(tp, msg.offset, want)
+                    owned = app.consumer.assignment()
+                    tracker.hold()
+                    if tp not in owned:
+                        continue
+                if action != PROCESS:
+                    continue
+                ref = last_event[msg.partition] = weakref.ref(event)
+                _current_event.set(ref)
+                state.partition = msg.partition
+                for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
+                    if out.kind == "result":
+                        results_by_p.setdefault(msg.partition, []).append(out.value)
+                    else:
+                        others.append(out)
+                tracker.done(tp, msg.offset)  # committable once the batch's outputs are sent
+            await send_batch(results_by_p, others, last_event)
+            tracker.release()
+            last_event.clear()
 
     stalled_at: dict[Any, int] = {}
 

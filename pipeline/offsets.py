@@ -38,12 +38,25 @@ class OffsetTracker:
     rewinds: int = 0
     skipped: int = 0
     absent: int = 0  # offsets with no record in Kafka (retention, compaction, markers): counted, not waited for
+    held: dict[Hashable, int] | None = None  # while a batch's outputs are unsent: what may be committed
+
+    def hold(self) -> None:
+        """A batch starts: records marked `done` from now on are committed only after `release`
+        (their outputs are handed to the producer at the batch's end)."""
+        if self.held is None:
+            self.held = dict(self.expected)
+
+    def release(self) -> None:
+        """The batch's outputs are with the producer: everything `done` may be committed."""
+        self.held = None
 
     def assign(self, start: dict[Hashable, int]) -> None:
         """Partitions (re)assigned: `start` is each one's committed (or first) offset."""
         self.expected = dict(start)
         self.committed = dict(start)
         self.rewinding.clear()
+        if self.held is not None:
+            self.held = dict(start)
 
     def check(self, tp: Hashable, offset: int, now: float) -> str:
         """What to do with the record at `offset` of `tp`. Changes nothing for PROCESS: the caller
@@ -77,7 +90,8 @@ class OffsetTracker:
 
     def to_commit(self) -> dict[Hashable, int]:
         """Next offsets to commit: every processed record, nothing beyond."""
-        return {tp: o for tp, o in self.expected.items() if o > self.committed.get(tp, -1)}
+        src = self.expected if self.held is None else self.held
+        return {tp: o for tp, o in src.items() if o > self.committed.get(tp, -1)}
 
     def did_commit(self, offsets: dict[Hashable, int]) -> None:
         for tp, o in offsets.items():
@@ -88,3 +102,5 @@ class OffsetTracker:
             self.expected.pop(tp, None)
             self.committed.pop(tp, None)
             self.rewinding.pop(tp, None)
+            if self.held is not None:
+                self.held.pop(tp, None)

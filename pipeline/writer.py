@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from mode import Service
 
 from pipeline import api
+from pipeline.batching import decode_results
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_account
 from pipeline.sinks.clickhouse import Store, maintenance_record_row
@@ -106,8 +107,7 @@ class ResultWriter(Service):
                 for rec in records:
                     if not self.buffer:
                         self.first_at = time.monotonic()
-                    row = self.to_row(rec.topic, rec.offset, rec.key, rec.value)
-                    if row is not None:
+                    for row in self.to_rows(rec.topic, rec.offset, rec.key, rec.value):
                         self.buffer.append(row)
                         if row.get("k") == "m":
                             best = self.seen.get(rec.partition, (0, 0.0))[0]
@@ -115,6 +115,13 @@ class ResultWriter(Service):
             due = self.buffer and (time.monotonic() - self.first_at) * 1000 >= self.settings.batch_ms
             if len(self.buffer) >= self.settings.batch_rows or due:
                 await self.flush()
+
+    def to_rows(self, topic: str, offset: int, key: bytes | None, value: bytes | None) -> list[dict[str, Any]]:
+        """A record -> its rows: a results record may carry a batch of rows (pipeline/batching.py)."""
+        if topic == self.settings.topic_results:
+            return decode_results(value)
+        row = self.to_row(topic, offset, key, value)
+        return [] if row is None else [row]
 
     def to_row(self, topic: str, offset: int, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
         """A record of the results, accounts or maintenance topic -> a row for `Store.write`.
