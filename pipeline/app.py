@@ -22,6 +22,7 @@ from faust.types import TP
 
 from pipeline import batching
 from pipeline.config import Settings
+from pipeline.logs import summarise_noisy
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.runtime import JoinRuntime
 from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets
@@ -79,10 +80,11 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
+def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """The Faust app with this project's settings (the join worker's, and the bench's no-op agent's)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
+        app_id or settings.app_id,
         broker=broker_url(settings.kafka),
         broker_credentials=broker_credentials(settings),  # MAILSLA_KAFKA_SECURITY_PROTOCOL etc.; None = PLAINTEXT
         store=settings.store,
@@ -101,6 +103,33 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         table_cleanup_interval=3600.0,
     )
     app.sensors = QuietSensors(app)
+    summarise_noisy()
+    return app
+
+
+def noop_app(settings: Settings, events: int, out: Any) -> faust.App:
+    """The bench's reference: an agent that reads the input topics in batches, as the join agent
+    does, with the same app settings, and does nothing. Writes the first and last record's time
+    to `out` (a path) once `events` records were read, then stops the worker."""
+    app = make_app(settings, app_id=f"{settings.app_id}-noop")
+    source = app.topic(settings.topic_accepted, settings.topic_ready, acks=False,
+                       partitions=settings.partitions, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="noop")
+    async def noop(stream: Any) -> None:
+        seen, first = 0, None
+        async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
+            first = first or time.time()
+            seen += len(events)
+            if seen >= events_total and not out.exists():
+                out.write_text(json.dumps({"first_at": first, "last_at": time.time(), "events": seen}))
+
+    events_total = events
+    return app
+
+
+def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
+    app = make_app(settings)
     s = settings
     # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
     source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks, acks=False,
@@ -184,16 +213,21 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         results_by_p.clear()
         others.clear()
 
+    first_record_at: float | None = None  # for the bench: when this process got its first batch
+
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
         """Runs for batches of input records of the partitions this worker owns; each partition's
         records in offset order. An input offset may be committed only once the outputs of its
         record are with the producer: the tracker holds commits at the offsets whose outputs
         were sent until the batch's outputs are sent too."""
+        nonlocal first_record_at
         results_by_p: dict[int, list[bytes]] = {}
         others: list[Any] = []
         last_event: dict[int, Any] = {}
         async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
+            if first_record_at is None:
+                first_record_at = time.time()
             owned = app.consumer.assignment()
             tracker.hold()
             for event in events:
@@ -294,7 +328,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     async def write_status() -> None:
         """The CLI's `status` reads pending messages from here."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
-        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe)}
+        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
+                                     "first_record_at": first_record_at}
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)

@@ -113,8 +113,11 @@ def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
     from pipeline.sinks.kafka import ensure_topics
     from pipeline.writer import ResultWriter
 
+    from pipeline.logs import summarise_noisy
+
     asyncio.run(ensure_topics(s))
     _fast_loop()
+    summarise_noisy()
     Worker(ResultWriter(s), loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
 
@@ -312,9 +315,13 @@ def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
         from pipeline.statebench import run as run_state
 
         return run_state(s, args.state)
+    if args.noop_worker:
+        from pipeline.bench import noop_worker
+
+        return noop_worker(s, args.noop_worker, args.events)
     from pipeline.bench import run
 
-    return run(s, events=args.events)
+    return run(s, events=args.events, as_json=args.json)
 
 
 def build_parser() -> Parser:
@@ -403,6 +410,8 @@ def build_parser() -> Parser:
     b = sub.add_parser("bench", help="end-to-end events/s against the raw aiokafka ceiling")
     b.add_argument("--events", type=int, default=1_000_000)
     b.add_argument("--state", type=int, metavar="N", help="instead: join-state memory with N messages in flight")
+    b.add_argument("--json", action="store_true", help="print one JSON object (the table goes to stderr)")
+    b.add_argument("--noop-worker", metavar="PATH", help=argparse.SUPPRESS)  # the bench's own child process
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -57,6 +57,26 @@ def _measure(store: str, n: int, settings: Settings, q: Any) -> None:
            "start": start})
 
 
+def measure_bytes(settings: Settings, n: int, finish: bool) -> float:
+    """Serialized state bytes per message (key and value) after N accepted events, and with
+    `finish` each followed by its queue-ready (what a finished message keeps for dedup)."""
+    from pipeline.runtime import JoinRuntime
+
+    s = replace(settings, idle_grace_s=0.0)
+    table: dict[bytes, bytes] = {}
+    rt = JoinRuntime(s, table)
+    for i in range(n):
+        mid = f"m-{i:010d}"
+        at = f"2026-10-31T10:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z"
+        p = i % s.partitions
+        rt.handle(s.topic_accepted, p, i, mid.encode(), orjson.dumps(
+            {"message_id": mid, "account_id": f"acct-{i % 500}", "message_class": "transactional", "accepted_at": at}),
+            wall=0.0)
+        if finish:
+            rt.handle(s.topic_ready, p, i, mid.encode(), orjson.dumps({"message_id": mid, "ready_at": at}), wall=0.0)
+    return sum(len(k) + len(v) for k, v in table.items() if not k.startswith(b"\x00")) / max(1, n)
+
+
 def run(settings: Settings, n: int) -> int:
     results = []
     for store in ("memory", "rocksdict"):

@@ -50,3 +50,23 @@ def test_offsets_done_in_a_held_batch_are_committed_only_after_release() -> None
     t.done("p0", 13)
     t.revoke({"p0"})
     assert t.to_commit() == {}
+
+
+def test_repeated_warnings_are_summarised_with_a_count() -> None:
+    import logging
+
+    from pipeline.logs import Summarise
+
+    now = [0.0]
+    f = Summarise(every_s=60.0, clock=lambda: now[0])
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("faust.transport.producer", logging.WARNING, __file__, 1, msg, (), None)
+
+    shown = [f.filter(rec(f"producer buffer full size {n}")) for n in range(101, 111)]
+    assert shown == [True] + [False] * 9
+    now[0] = 61.0
+    last = rec("producer buffer full size 140")
+    assert f.filter(last) and "and 9 more like it" in last.getMessage()
+    info = logging.LogRecord("mode.timers", logging.INFO, __file__, 1, "x", (), None)
+    assert f.filter(info) and f.filter(info)
