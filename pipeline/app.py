@@ -20,7 +20,7 @@ from faust.sensors import SensorDelegate
 from faust.streams import _current_event
 from faust.types import TP
 
-from pipeline import batching
+from pipeline import batching, fastconsume
 from pipeline.config import Settings
 from pipeline.logs import summarise_noisy
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
@@ -65,9 +65,13 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def _state(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"quiet": True}  # Faust warns of a rebalance without sensor state
+
+
 for _name in dir(SensorDelegate):
     if _name.startswith("on_"):
-        setattr(QuietSensors, _name, _noop)
+        setattr(QuietSensors, _name, _state if _name.startswith("on_rebalance") else _noop)
 
 
 def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
@@ -192,7 +196,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         writes = state.take()
         producer = app.producer
         for p, kvs in writes.items():  # the store first, synchronously: reads after this see it
-            _current_event.set(last_event[p])  # the RocksDB store picks its partition from the event
+            _current_event.set(weakref.ref(last_event[p]))  # the RocksDB store picks its partition from the event
             for key, value in kvs:
                 if value is None:
                     table.data.pop(key, None)
@@ -214,10 +218,26 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         others.clear()
 
     first_record_at: float | None = None  # for the bench: when this process got its first batch
+    class _At:
+        """Stands in for Faust's current event: the RocksDB store takes its partition from it."""
+
+        __slots__ = ("message", "__weakref__")
+
+        def __init__(self, message: Any) -> None:
+            self.message = message
+
+    # the input topics' records come in lists, not through the agent's stream (pipeline/fastconsume.py)
+    inbox = fastconsume.install(app.consumer, {s.topic_accepted, s.topic_ready, s.topic_ticks})
 
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
-        """Runs for batches of input records of the partitions this worker owns; each partition's
+        """Subscribes the worker to the input topics; their records go to `join_loop`."""
+        async for _ in stream:
+            pass
+
+    @app.task
+    async def join_loop() -> None:
+        """Works batches of input records of the partitions this worker owns; each partition's
         records in offset order. An input offset may be committed only once the outputs of its
         record are with the producer: the tracker holds commits at the offsets whose outputs
         were sent until the batch's outputs are sent too."""
@@ -225,16 +245,16 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         results_by_p: dict[int, list[bytes]] = {}
         others: list[Any] = []
         last_event: dict[int, Any] = {}
-        async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
+        while True:
+            batch = await fastconsume.batches(inbox, batching.JOIN_BATCH_EVENTS)
             if first_record_at is None:
                 first_record_at = time.time()
             owned = app.consumer.assignment()
             tracker.hold()
-            for event in events:
-                msg = event.message
+            for msg in batch:
                 tp = msg.tp
                 if tp not in owned:
-                    continue  # revoked while the batch waited: the next owner processes it
+                    continue  # revoked since it was fetched: the next owner processes it
                 want = tracker.expected.get(tp)
                 action = tracker.check(tp, msg.offset, time.monotonic())
                 if action == REWIND and want is not None:  # records skipped, or offsets with no record?
@@ -247,8 +267,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                         continue
                 if action != PROCESS:
                     continue
-                ref = last_event[msg.partition] = weakref.ref(event)
-                _current_event.set(ref)
+                at = last_event[msg.partition] = _At(msg)
+                _current_event.set(weakref.ref(at))
                 state.partition = msg.partition
                 for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
                     if out.kind == "result":
@@ -259,6 +279,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             await send_batch(results_by_p, others, last_event)
             tracker.release()
             last_event.clear()
+            _current_event.set(None)
 
     stalled_at: dict[Any, int] = {}
 

@@ -20,7 +20,8 @@ from typing import Any, Iterator, MutableMapping
 
 import orjson
 
-BATCH_EVENTS = 1000  # records per batch (take_events max_)
+BATCH_EVENTS = 1000  # records per batch (the no-op reference agent: take_events max_)
+JOIN_BATCH_EVENTS = 5000  # the join: records worked before the batch's outputs are sent
 BATCH_WITHIN_S = 0.2  # a partial batch is worked after this long (live mode latency)
 RESULTS_RECORD_BYTES = 200_000  # results batch records stay below Kafka's and aiokafka's 1 MB limits
 BATCH_KIND = b"b"  # {"k": "b", "rows": [...]}: several result rows in one record
