@@ -31,7 +31,7 @@ from pipeline import api, generator, procs
 from pipeline.config import Settings
 from pipeline.localkafka import LocalKafka
 from pipeline.replay import produce_all
-from pipeline.status import collect, snapshots
+from pipeline.status import collect, processes, snapshots
 
 
 async def _ceiling(s: Settings, n: int) -> float:
@@ -125,7 +125,7 @@ def run(settings: Settings, events: int, as_json: bool = False) -> int:
         say(f"  faust no-op   {noop:,.0f} ev/s (Faust agent doing nothing, same app settings, batches)")
         for name, layout in (("in_process_sink", [["worker"]]),
                              ("separate_sink", [["worker", "--no-sink"], ["sink"]]),
-                             ("two_join_processes", [["worker", "--no-sink"], ["worker", "--no-sink"], ["sink"]])):
+                             ("two_join_processes", [["worker", "--processes", "2"]])):
             runs[name] = _pipeline_run(s, env, layout, produced, name, say)
             if runs[name] is None:
                 say("  pipeline did not finish within an hour; see " + str(data))
@@ -276,6 +276,9 @@ def _pipeline_run(s: Settings, env: dict[str, str], layout: list[list[str]], pro
         first = min((f for f in firsts if f), default=wall0)
         rss = {f"{i}:{args[0]}" + ("-no-sink" if "--no-sink" in args else ""): procs.peak_rss_mb(c.pid)
                for i, (args, c) in enumerate(zip(layout, children))}
+        for p in processes(s):  # the children of `worker --processes N`
+            if p.get("supervisor") and p.get("pid"):
+                rss[p["name"]] = procs.peak_rss_mb(p["pid"])
     finally:
         for c in children:
             procs.stop(c)

@@ -93,6 +93,12 @@ def _fast_loop() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    if args.processes is not None:
+        if args.processes < 1 or args.no_sink:
+            raise UsageError("mailsla worker: --processes N needs N >= 1 and starts its own sink (no --no-sink)")
+        from pipeline import supervise
+
+        return supervise.run(s, args.processes, args.loglevel, s.data_dir / "run" / "logs")
     from faust.worker import Worker
 
     from pipeline.app import create_app
@@ -335,6 +341,9 @@ def build_parser() -> Parser:
     w = sub.add_parser("worker", help="run the join worker (and the ClickHouse sink)")
     w.add_argument("--no-sink", action="store_true", help="do not write ClickHouse here (run `mailsla sink`)")
     w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    w.add_argument("--processes", type=int, metavar="N",
+                   help="N join processes in the app's group plus one sink process, supervised here "
+                        "(restarted with backoff if they die); without it: one process, join and sink")
     w.set_defaults(func=cmd_worker)
 
     sk = sub.add_parser("sink", help="run only the ClickHouse sink (results topic -> ClickHouse)")

@@ -64,6 +64,23 @@ async def lags(settings: Settings) -> tuple[int, int]:
             await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance]))
 
 
+def processes(settings: Settings) -> list[dict[str, Any]]:
+    """Every worker process: from a live `worker --processes N` supervisor (with restart counts),
+    else the join processes that report."""
+    out: list[dict[str, Any]] = []
+    for f in (settings.data_dir / "run").glob("supervisor-*.json"):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(int(doc.get("pid", -1))):
+            out += [dict(p, supervisor=doc["pid"]) for p in doc.get("processes", [])]
+    if out:
+        return out
+    return [{"name": "join", "pid": s.get("pid"), "alive": pid_alive(int(s.get("pid", -1)))}
+            for s in snapshots(settings)]
+
+
 async def collect(settings: Settings) -> dict[str, Any]:
     s = settings
     input_lag, pending_writes = await lags(s)
@@ -77,4 +94,5 @@ async def collect(settings: Settings) -> dict[str, Any]:
         "dead_letters": sum(end - begin for begin, end in dlq.values()),
         "pending_messages": pending_messages(s),
         "counters": counters(s),
+        "processes": processes(s),
     }
