@@ -95,6 +95,24 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     tracker = OffsetTracker()
     app.mailsla_offsets = tracker  # type: ignore[attr-defined]
+
+    def lagging(partition: int) -> set[str]:
+        """Input streams of `partition` with records not yet processed: the last fetch saw a log end
+        (highwater) beyond the next offset to process, or nothing is known yet. Such a stream is
+        never quiet, so the wall clock cannot move event time past records still unread (#14)."""
+        out = set()
+        for name, topic in (("accepted", s.topic_accepted), ("ready", s.topic_ready)):
+            tp = TP(topic, partition)
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned (yet): unknown counts as unread
+                end = None
+            want = tracker.expected.get(tp)
+            if end is None or (end > 0 and (want is None or want < end)):
+                out.add(name)
+        return out
+
+    runtime.lagging = lagging
     app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
 
     probe = OffsetProbe(s)
