@@ -20,7 +20,7 @@ from pipeline import join
 from pipeline.clock import ClockTrust
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
-from pipeline.sinks.kafka import dead_letter
+from pipeline.sinks.kafka import dead_letter, dead_letter_key
 from pipeline.watermark import Watermark
 
 WM_PREFIX = b"\x00wm:"
@@ -142,7 +142,8 @@ class JoinRuntime:
             except BadEvent as exc:
                 self.counters["dead_letters"] += 1
                 self.counters["dead_letter:" + str(exc).split(":")[0][:40]] += 1  # by reason kind (bounded)
-                return out + [Out("dead_letter", key, dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
+                return out + [Out("dead_letter", dead_letter_key(key),
+                                  dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
             mid = ev.message_id.encode("utf-8")
             if key != mid:  # keyed wrongly: re-publish keyed by message id so it reaches its partition
                 self.counters["rekeyed"] += 1
