@@ -29,7 +29,7 @@ from pipeline.policy import Policy, load as load_policy
 
 MSG_COLUMNS = [
     "message_id", "account_id", "message_class", "priority", "source", "mta", "client_error", "accepted_at",
-    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "rev",
+    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "clock_suspect", "rev",
     "c_minute", "c_n", "c_within", "c_delayed", "c_latency",
     "p_minute", "p_n", "p_within", "p_delayed",
 ]
@@ -165,7 +165,7 @@ class Store:
                     f"SELECT c_minute AS minute, message_class, {account}count(), countIf(status = 'on_time'), "
                     f"countIf(status != 'on_time'), quantilesTDigestStateIf(0.5, 0.9, 0.99, 0.999)"
                     f"(assumeNotNull(handling_ms), handling_ms IS NOT NULL) "
-                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) "
+                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) AND c_n != 0 "
                     f"GROUP BY minute, message_class{', account_id' if account else ''}")
 
     def _journal(self, entries: list[tuple[str, list[datetime], str]]) -> None:
@@ -253,7 +253,10 @@ class Store:
 
 
 def contribution(row: dict[str, Any]) -> tuple[datetime, int, int, int]:
-    """(minute, messages, within, delayed) this row adds to the aggregates."""
+    """(minute, messages, within, delayed) this row adds to the aggregates. A verdict decided by an
+    untrusted future timestamp adds nothing: the live view and the fault rule never see it."""
+    if row.get("clock_suspect") == "ahead":
+        return minute_of(0), 0, 0, 0
     within = int(row["status"] == "on_time")
     return minute_of(row["verdict_at"]), 1, within, 1 - within
 
@@ -277,14 +280,18 @@ def prepare_rows(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[lis
         p = prev.get(mid)
         if p is not None and p[0] >= r["rev"]:
             continue
-        within = 1 if r["status"] == "on_time" else 0
+        if r.get("clock_suspect") == "ahead":  # see contribution(): adds nothing
+            c_minute, n, within, delayed = 0, 0, 0, 0
+        else:
+            within = 1 if r["status"] == "on_time" else 0
+            c_minute, n, delayed = r["verdict_at"] // 60_000 * 60, 1, 1 - within
         handling = r["handling_ms"]
-        latency = int(handling is not None and (p is None or p[1] is None))
+        latency = int(n == 1 and handling is not None and (p is None or p[1] is None))
         p_minute, p_n, p_within, p_delayed = (p[2], p[3], p[4], p[5]) if p else (0, 0, 0, 0)
         append([
             mid, r["account_id"], r["message_class"], r["priority"], r["source"], r["mta"], r.get("client_error", ""),
-            r["accepted_at"], r["ready_at"], handling, r["status"], r["verdict_at"], int(r["clock_skew"]), r["rev"],
-            r["verdict_at"] // 60_000 * 60, 1, within, 1 - within, latency, p_minute, p_n, p_within, p_delayed,
+            r["accepted_at"], r["ready_at"], handling, r["status"], r["verdict_at"], int(r["clock_skew"]),
+            r.get("clock_suspect", ""), r["rev"], c_minute, n, within, delayed, latency, p_minute, p_n, p_within, p_delayed,
         ])
     return out
 
