@@ -67,6 +67,8 @@ def run(settings: Settings, processes: int, loglevel: str = "warning", log_dir: 
     children.append(Child("sink", ["sink", "--loglevel", loglevel]))
     status = settings.data_dir / "run" / f"supervisor-{os.getpid()}.json"
     stopping: list[int] = []
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
 
     def on_signal(signum: int, _frame: object) -> None:
         if not stopping:

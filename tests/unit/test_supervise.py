@@ -28,11 +28,14 @@ from pipeline import supervise
 from pipeline.config import load
 from dataclasses import replace
 marker = sys.argv[2]
+real_spawn = supervise._spawn
 def spawn(child, log_dir):
+    assert log_dir.is_dir()
     child.proc = subprocess.Popen([sys.executable, "-c", sys.argv[3], child.name, marker])
     child.started_at = time.monotonic()
 supervise._spawn = spawn
-sys.exit(supervise.run(replace(load(), data_dir=Path(sys.argv[1])), 2, poll_s=0.1))
+sys.exit(supervise.run(replace(load(), data_dir=Path(sys.argv[1])), 2, log_dir=Path(sys.argv[1]) / "run" / "logs",
+                       poll_s=0.1))
 """
 
 
