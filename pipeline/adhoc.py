@@ -57,12 +57,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-def limit_settings(settings: Settings, tag: str) -> dict[str, Any]:
-    """The per-query settings; `readonly` last so nothing after it may change a limit."""
+def limit_settings(settings: Settings, tag: str, report: bool = False) -> dict[str, Any]:
+    """The per-query settings; `readonly` last so nothing after it may change a limit.
+    `report`: one of our own commands' queries (`sla`, `faults`): no result-row limit."""
     out: dict[str, Any] = {"max_execution_time": max(1, int(round(settings.sql_max_seconds))),
-                           "max_memory_usage": settings.sql_max_memory,
-                           "max_result_rows": settings.sql_max_rows, "result_overflow_mode": "throw",
-                           "log_comment": tag}
+                           "max_memory_usage": settings.sql_max_memory}
+    if not report:
+        out.update(max_result_rows=settings.sql_max_rows, result_overflow_mode="throw")
+    out["log_comment"] = tag
     if not settings.clickhouse.startswith("chdb://"):
         out["cancel_http_readonly_queries_on_client_close"] = 1  # the server stops it when we hang up
     out["readonly"] = 1
@@ -132,8 +134,9 @@ class Readers:
         except queue.Empty:
             raise LimitExceeded(f"busy: {self.size} queries are running; try again", "busy") from None
 
-    def query(self, sql: str, tag: str | None = None) -> tuple[list[str], list[tuple]]:
-        """Run one read-only query with the limits. Raises LimitExceeded or QueryError."""
+    def query(self, sql: str, tag: str | None = None, report: bool = False) -> tuple[list[str], list[tuple]]:
+        """Run one read-only query with the limits (`report`: without the row limit).
+        Raises LimitExceeded or QueryError."""
         if re.match(r"\s*USE\s", sql, re.IGNORECASE):
             raise QueryError("USE is not supported here: the database is MAILSLA_DATABASE; qualify other names")
         tag = tag or new_tag()
@@ -142,7 +145,7 @@ class Readers:
         watchdog.daemon = True
         watchdog.start()
         try:
-            result = client.query(sql, settings=limit_settings(self.settings, tag))
+            result = client.query(sql, settings=limit_settings(self.settings, tag, report))
             return list(result.column_names), [tuple(r) for r in result.result_rows]
         except Exception as exc:  # noqa: BLE001 - every ClickHouse failure becomes the user's one line
             raise classify(self.settings, exc) from None

@@ -183,10 +183,11 @@ class Store:
             result = self.client.query(sql, settings=settings)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 
-    def adhoc(self, sql: str, tag: str | None = None) -> tuple[list[str], list[tuple]]:
-        """Ad-hoc read-only SQL with the MAILSLA_SQL_* limits, off the writer's lock.
-        Raises adhoc.LimitExceeded (stopped by a limit) or adhoc.QueryError (bad SQL)."""
-        return self.readers.query(sql, tag)
+    def adhoc(self, sql: str, tag: str | None = None, report: bool = False) -> tuple[list[str], list[tuple]]:
+        """Ad-hoc read-only SQL with the MAILSLA_SQL_* limits, off the writer's lock (`report`: our
+        own commands' queries, no result-row limit). Raises adhoc.LimitExceeded (stopped by a
+        limit) or adhoc.QueryError (bad SQL)."""
+        return self.readers.query(sql, tag, report)
 
     def cancel(self, tag: str) -> None:
         """Stop the ad-hoc query with this tag (its client went away)."""
