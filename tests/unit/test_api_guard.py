@@ -224,3 +224,14 @@ def test_the_page_comes_with_the_snapshot_rendered_in() -> None:
     assert '<span id="status">live</span>' in html
     blank = page.with_error(template, "no <data> yet")
     assert '<span id="status" class="stale">no &lt;data&gt; yet</span>' in blank
+
+
+def test_the_k8s_allow_list_covers_the_service_names() -> None:
+    import yaml
+
+    cm = next(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "deploy/k8s/configmap.yaml").read_text()))
+    allowed = tuple(h.strip() for h in cm["data"]["MAILSLA_ALLOWED_HOSTS"].split(","))
+    for host in ("mailsla-web:8642", "mailsla-web.mailsla.svc.cluster.local:8642",
+                 "mailsla-worker-0.mailsla-worker.mailsla.svc.cluster.local:8642", "10.244.1.7:8642"):
+        assert guard.host_allowed(host, "0.0.0.0", allowed), host
+    assert not guard.host_allowed("evil.example:8642", "0.0.0.0", allowed)
