@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     started, outcome = time.monotonic(), "finished"
     try:
         if args.locked:
-            store.query(HEAVY + f" SETTINGS max_execution_time = {int(args.seconds)}")
+            store.query(HEAVY + f" SETTINGS max_execution_time = {int(args.seconds)}", readonly=False)
         else:
             store.adhoc(HEAVY)
     except QueryError as exc:
