@@ -109,3 +109,24 @@ def test_a_client_that_goes_away_cancels_its_query(pipeline) -> None:
     while pipeline.rows(running)[0]["n"] != 0:
         assert time.monotonic() < deadline, "the query still runs after its client left"
         time.sleep(0.5)
+
+
+WATCHDOG = r"""
+import os, sys, tempfile
+from dataclasses import replace
+os.environ["MAILSLA_DATA"] = tempfile.mkdtemp()
+from pipeline import adhoc, config
+adhoc.WATCHDOG_GRACE_S = -8.0  # the watchdog fires 2 s in, before the engine's own 10 s limit
+readers = adhoc.Readers(replace(config.load(), sql_max_seconds=10))
+try:
+    readers.query(sys.argv[1])
+except adhoc.LimitExceeded as exc:
+    print(exc.kind)
+readers.close()
+"""
+
+
+def test_the_watchdog_kills_a_query_the_engine_did_not_stop() -> None:
+    proc = subprocess.run([sys.executable, "-c", WATCHDOG, HEAVY], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout.strip() == "cancelled", proc.stderr[-2000:]
