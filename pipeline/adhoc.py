@@ -18,16 +18,20 @@ the live page's snapshot and `/metrics`. Each query runs
   case the engine does not check the limit in time.
 
 At most `READERS` queries run at once; a further one waits up to the time limit
-for a free reader, then fails with `LimitExceeded`.
+for a free reader, then fails with `LimitExceeded`. In the sink's process they run
+on threads of their own (`in_thread`), never on asyncio's default executor, which the
+sink's writes use: queued or running analyst queries cannot delay a flush.
 """
 from __future__ import annotations
 
+import asyncio
 import queue
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import clickhouse_connect
 
@@ -35,6 +39,8 @@ from pipeline.config import Settings
 
 READERS = 4
 WATCHDOG_GRACE_S = 5.0
+T = TypeVar("T")
+_EXECUTOR = ThreadPoolExecutor(max_workers=READERS + 2, thread_name_prefix="mailsla-adhoc")
 _CODES = {159: "time", 160: "time", 241: "memory", 158: "rows", 396: "rows", 394: "cancelled"}
 _NAMES = {"TIMEOUT_EXCEEDED": "time", "TOO_SLOW": "time", "MEMORY_LIMIT_EXCEEDED": "memory",
           "TOO_MANY_ROWS": "rows", "TOO_MANY_ROWS_OR_BYTES": "rows", "QUERY_WAS_CANCELLED": "cancelled"}
@@ -180,3 +186,7 @@ class Readers:
 def new_tag() -> str:
     return f"mailsla-adhoc-{uuid.uuid4().hex[:16]}"
 
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ad-hoc work (a query, a snapshot, /metrics) on the ad-hoc threads."""
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, fn, *args)

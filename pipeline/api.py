@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from pipeline import guard
-from pipeline.adhoc import LimitExceeded, QueryError, new_tag
+from pipeline.adhoc import READERS, LimitExceeded, QueryError, in_thread, new_tag
 from pipeline.config import Settings
 
 BIND = "127.0.0.1"
@@ -57,8 +57,8 @@ def find(settings: Settings) -> str | None:
     return rec["url"] if pid_alive(int(rec.get("pid", -1))) else None
 
 
-def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj, default=str), status=status,
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(obj, default=str), status=status, headers=headers,
                         content_type="application/json")
 
 
@@ -66,15 +66,20 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
     """Start the API (when the process starts its sink); returns the runner to stop it.
     Raises OSError when the token file cannot be created."""
     token = guard.ensure_token(settings)
+    pending = [0]  # /sql requests running or waiting for a reader
 
     async def sql(request: web.Request) -> web.Response:
         if not guard.token_ok(token, request.headers.get("Authorization")):
             return _json({"error": "needs Authorization: Bearer <token> (the CLI reads $MAILSLA_DATA/run/api.token "
                                    "or MAILSLA_API_TOKEN)"}, status=401)
+        if pending[0] >= 2 * READERS:
+            return _json({"error": f"busy: {pending[0]} queries running or waiting; try again", "limit": "busy"},
+                         status=503, headers={"Retry-After": "5"})
         try:
             text = await request.text()
         except web.HTTPRequestEntityTooLarge:
             return _json({"error": f"query over {settings.api_max_body} bytes (MAILSLA_API_MAX_BODY)"}, status=413)
+        pending[0] += 1
         try:
             report = request.headers.get("X-Mailsla-Purpose") == "report"  # `sla`, `faults`: no row limit
             cols, rows = await run_cancellable(request, store, text, report)
@@ -82,6 +87,8 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
             return _json({"error": str(exc), "limit": exc.kind}, status=422)
         except QueryError as exc:
             return _json({"error": str(exc)}, status=400)
+        finally:
+            pending[0] -= 1
         return _json({"columns": cols, "rows": rows})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -101,7 +108,7 @@ async def run_cancellable(request: web.Request, store: Any, text: str,
     """Run ad-hoc SQL in a thread; if the client disconnects (or the server stops) first,
     KILL the query so it stops using the engine."""
     tag = new_tag()
-    task = asyncio.ensure_future(asyncio.to_thread(store.adhoc, text, tag, report))
+    task = asyncio.ensure_future(in_thread(store.adhoc, text, tag, report))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=0.5)

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from pipeline import charts, metrics, page as page_render
+from pipeline.adhoc import in_thread
 from pipeline.config import Settings
 from pipeline.snapshot import Query, collect
 from pipeline.status import lags
@@ -50,7 +51,7 @@ class LiveView:
             if self.snap is None or time.time() - self.snap["at"] >= self.every_s:
                 lag = await self.lag()
                 try:
-                    snap = await asyncio.to_thread(collect, self.settings, self.query, self.snap, lag)
+                    snap = await in_thread(collect, self.settings, self.query, self.snap, lag)
                     snap["charts"] = charts.render(snap)
                     self.snap, self.error = snap, ""
                 except Exception as exc:  # noqa: BLE001 - the page shows the error and retries
@@ -99,7 +100,7 @@ def add_routes(app: web.Application, view: LiveView) -> None:
         return resp
 
     async def prometheus(_: web.Request) -> web.Response:
-        body = await asyncio.to_thread(metrics.exposition, view.settings, view.query, await view.current())
+        body = await in_thread(metrics.exposition, view.settings, view.query, await view.current())
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def readyz(_: web.Request) -> web.Response:
