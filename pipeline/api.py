@@ -67,6 +67,7 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
     Raises OSError when the token file cannot be created."""
     token = guard.ensure_token(settings)
     pending = [0]  # /sql requests running or waiting for a reader
+    slots = asyncio.Semaphore(READERS - 1)  # one reader stays free for the page and /metrics
 
     async def sql(request: web.Request) -> web.Response:
         if not guard.token_ok(token, request.headers.get("Authorization")):
@@ -81,8 +82,16 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
             return _json({"error": f"query over {settings.api_max_body} bytes (MAILSLA_API_MAX_BODY)"}, status=413)
         pending[0] += 1
         try:
-            report = request.headers.get("X-Mailsla-Purpose") == "report"  # `sla`, `faults`: no row limit
-            cols, rows = await run_cancellable(request, store, text, report)
+            try:  # waiting here holds no thread and no reader
+                await asyncio.wait_for(slots.acquire(), settings.sql_max_seconds)
+            except asyncio.TimeoutError:
+                return _json({"error": f"busy: {READERS - 1} queries running; try again", "limit": "busy"},
+                             status=503, headers={"Retry-After": "5"})
+            try:
+                report = request.headers.get("X-Mailsla-Purpose") == "report"  # `sla`, `faults`: no row limit
+                cols, rows = await run_cancellable(request, store, text, report)
+            finally:
+                slots.release()
         except LimitExceeded as exc:
             return _json({"error": str(exc), "limit": exc.kind}, status=422)
         except QueryError as exc:
