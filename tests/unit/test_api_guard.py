@@ -235,3 +235,37 @@ def test_the_k8s_allow_list_covers_the_service_names() -> None:
                  "mailsla-worker-0.mailsla-worker.mailsla.svc.cluster.local:8642", "10.244.1.7:8642"):
         assert guard.host_allowed(host, "0.0.0.0", allowed), host
     assert not guard.host_allowed("evil.example:8642", "0.0.0.0", allowed)
+
+
+def test_a_server_dsn_gets_readers_in_the_configured_database_with_the_limits(settings, monkeypatch) -> None:
+    """The http(s):// path: same limits, plus cancel-on-disconnect; a missing database falls back."""
+    calls: list[dict[str, Any]] = []
+
+    class Client:
+        def __init__(self, **kw: Any) -> None:
+            if kw.get("database") == "mailsla" and not calls:
+                calls.append({"refused": kw})
+                raise RuntimeError("Code: 81. DB::Exception: Database mailsla does not exist. (UNKNOWN_DATABASE)")
+            calls.append({"client": kw})
+
+        def query(self, sql: str, settings: dict[str, Any] | None = None) -> Any:
+            calls.append({"sql": sql, "settings": settings})
+            return type("R", (), {"column_names": ("n",), "result_rows": [(1,)]})()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(adhoc.clickhouse_connect, "get_client", lambda **kw: Client(**kw))
+    s = replace(settings, clickhouse="https://u:p@ch.example:8443/other")
+    readers = adhoc.Readers(s)
+    assert readers.query("SELECT 1") == (["n"], [(1,)])
+    assert calls[1]["client"]["database"] is None and calls[1]["client"]["dsn"] == s.clickhouse  # fell back
+    sent = calls[2]["settings"]
+    assert sent["cancel_http_readonly_queries_on_client_close"] == 1 and list(sent)[-1] == "readonly"
+    with pytest.raises(adhoc.QueryError, match="USE"):
+        readers.query("  use other")
+    readers.cancel("mailsla-adhoc-abc")
+    assert calls[-1]["sql"] == "KILL QUERY WHERE Settings['log_comment'] = 'mailsla-adhoc-abc' ASYNC"
+    readers.cancel("x' OR 1=1 --")  # not a tag of ours: nothing sent
+    assert calls[-1]["sql"].startswith("KILL QUERY WHERE Settings['log_comment'] = 'mailsla-adhoc-abc'")
+    readers.close()
