@@ -398,7 +398,10 @@ def build_parser() -> Parser:
                     "oldest_pending alerts (as announced live), or all")
     fl.set_defaults(func=cmd_faults)
 
-    q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")
+    q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse",
+                       description="Read-only SQL in the configured database (MAILSLA_DATABASE), with the limits "
+                                   "MAILSLA_SQL_MAX_SECONDS, _MAX_MEMORY and _MAX_ROWS. Exit 2: bad SQL; exit 3: "
+                                   "stopped by a limit.")
     q.add_argument("query")
     q.add_argument("--format", choices=["table", "json", "csv"], default="table")
     q.set_defaults(func=cmd_sql)
