@@ -33,15 +33,19 @@ def _tr(cells: list[str], id_: str = "") -> str:
     return (f'<tr id="{id_}">' if id_ else "<tr>") + "".join(cells) + "</tr>"
 
 
+def _element(tag: str, id_: str) -> re.Pattern[str]:
+    return re.compile(rf'<{tag} id="{re.escape(id_)}"[^>]*>.*?</{tag}>', re.S)
+
+
 def _replace(page: str, tag: str, id_: str, inner: str, open_tag: str | None = None) -> str:
     """Replace the content (and, with `open_tag`, the opening tag) of the element with this id."""
-    pat = re.compile(rf'<{tag} id="{re.escape(id_)}"[^>]*>.*?</{tag}>', re.S)
-    return pat.sub(lambda m: (open_tag or m.group(0)[:m.group(0).index(">") + 1]) + inner + f"</{tag}>", page,
-                   count=1)
+    return _element(tag, id_).sub(
+        lambda m: (open_tag or m.group(0)[:m.group(0).index(">") + 1]) + inner + f"</{tag}>", page, count=1)
 
 
 def _cell(page: str, id_: str, text: str, value: Any = None, cls: str = "") -> str:
-    return _replace(page, "td", id_, "", _td(text, value, cls, id_)[:-5])
+    """Replace the whole table cell with this id (its text, data-value and class)."""
+    return _element("td", id_).sub(lambda _: _td(text, value, cls, id_), page, count=1)
 
 
 def render(page: str, s: dict[str, Any]) -> str:
