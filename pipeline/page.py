@@ -78,6 +78,9 @@ def render(page: str, s: dict[str, Any]) -> str:
                                                                              or float("inf")) else "")
     oo = pend["oldest_overdue_age_ms"]
     page = _cell(page, "oldest", f"{human_ms(oo['transactional'])} / {human_ms(oo['campaign'])}")
+    cs = s.get("clock_suspects", {})
+    page = _cell(page, "clock-suspects", ", ".join(f"{m}: {k.get('ahead', 0)} / {k.get('behind', 0)}"
+                                                   for m, k in cs.items()) or "none", len(cs), "warn" if cs else "ok")
     rows = []
     for cls, f in s["fault_window"].items():
         state = ("bad" if f["eligible"] >= f["min_volume"] and f["share"] > f["line"]
