@@ -145,9 +145,11 @@ GROUP BY channel, grp;
 
 -- Probe incidents: per target, checks ordered by (at, location); each run of two or more
 -- consecutive failed checks is one incident from its first to its last failed check.
--- next_ok_at: the check after the run (always ok), NULL while none came yet.
+-- second_failed_at: when the incident became known (a critical fault opens then); next_ok_at:
+-- the check after the run (always ok; the fault resolves then), NULL while none came yet.
 CREATE OR REPLACE VIEW {db}.probe_incidents AS
 SELECT target, min(at) AS first_failed_at, max(at) AS last_failed_at, count() AS failed_checks,
+       arraySort(groupArray(tuple(at, location)))[2].1 AS second_failed_at,
        toUnixTimestamp64Milli(last_failed_at) - toUnixTimestamp64Milli(first_failed_at) AS downtime_ms,
        nullIf(argMax(next_at, tuple(at, location)), toDateTime64(0, 3, 'UTC')) AS next_ok_at
 FROM
