@@ -414,3 +414,21 @@ def critical_faults(query: Any, db: str, policy: Policy, since_s: int = 0,
         found += [f for f in probe_faults(target, incs) if int(f["opened_at"]) >= since_s * 1000]
     found.sort(key=lambda f: (f["opened_at"], f["message_class"]))
     return found
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """The text form of `mailsla availability`."""
+    head = f"Availability {doc['month']}" + (f", account {doc['account_id']}" if "account_id" in doc else "")
+    lines = [head, f"period {doc['period_s']} s, maintenance {doc['maintenance_s']} s, measured {doc['measured_s']} s",
+             f"{'channel':<10}{'attempts':>10}{'failed':>9}{'unavail s':>11}{'availability':>14}  target   met"]
+    for ch, c in doc["channels"].items():
+        lines.append(f"{ch:<10}{c.get('attempts', ''):>10}{c.get('failed', ''):>9}{c['unavailable_s']:>11}"
+                     f"{c['availability'] * 100:>13.4f}%  {c['target'] * 100:.2f}%  {'yes' if c['met'] else 'NO'}")
+    lines.append(f"credit owed: {doc['credit_pct']}% of the monthly fee")
+    if doc["probes"]:
+        lines.append(f"{'probe':<10}{'checks':>10}{'failed':>9}{'incidents':>11}{'down s':>9}{'availability':>14}"
+                     f"  target  met")
+        for t, p in doc["probes"].items():
+            lines.append(f"{t:<10}{p['checks']:>10}{p['failed']:>9}{p['incidents']:>11}{p['downtime_s']:>9}"
+                         f"{p['availability'] * 100:>13.4f}%  {p['target'] * 100:.0f}%    {'yes' if p['met'] else 'NO'}")
+    return "\n".join(lines)

@@ -186,6 +186,26 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import availability, policy
+
+    account = args.account
+    if account is not None and not account:
+        raise UsageError("mailsla availability: --account must not be empty")
+    pol = s.policy or policy.load()
+    try:
+        availability.month_span(args.month, pol.timezone)
+    except ValueError as exc:
+        raise UsageError(f"mailsla availability: {exc}") from None
+    query, close = reader(s, migrate=True)
+    try:
+        doc = availability.compute(query, s.database, pol, args.month, account)
+    finally:
+        close()
+    print(json.dumps(doc, indent=2) if args.json else availability.render(doc))
+    return 0
+
+
 def cmd_accounts(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import facts
 
@@ -356,6 +376,12 @@ def build_parser() -> Parser:
     sl.add_argument("--account", help="only this account's verdict")
     sl.set_defaults(func=cmd_sla)
 
+    av = sub.add_parser("availability", help="monthly availability per channel and probe target, and the credit")
+    av.add_argument("--month", required=True, help="YYYY-MM (calendar month in the policy's time zone)")
+    av.add_argument("--json", action="store_true")
+    av.add_argument("--account", help="only this account's attempts (probes are global)")
+    av.set_defaults(func=cmd_availability)
+
     ac = sub.add_parser("accounts", help="account facts for exclusions (introductory period, rate limit)")
     ac.add_argument("action", choices=["load"])
     ac.add_argument("file", help="JSONL (or a JSON array): account_id, first_send_at, rate_limited, updated_at")
@@ -372,9 +398,9 @@ def build_parser() -> Parser:
     fl = sub.add_parser("faults", help="semi-critical faults (over 10%% of verdicts delayed), from the verdicts")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--open", action="store_true", help="only faults still open")
-    fl.add_argument("--kind", choices=["semi_critical", "burn_rate", "oldest_pending", "all"],
-                    default="semi_critical", help="semi_critical faults (default), burn_rate alerts, "
-                    "oldest_pending alerts (as announced live), or all")
+    fl.add_argument("--kind", choices=["semi_critical", "critical", "burn_rate", "oldest_pending", "all"],
+                    default="semi_critical", help="semi_critical faults (default), critical faults (a channel "
+                    "unavailable, a probe incident), burn_rate alerts, oldest_pending alerts (as announced live), or all")
     fl.set_defaults(func=cmd_faults)
 
     q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")

@@ -74,6 +74,8 @@ class Settings:
     topic_accounts: str = "mailsla.accounts"
     topic_maintenance: str = "mailsla.maintenance"
     topic_faults: str = "mailsla.faults"
+    topic_injections: str = "mta.injections"  # availability (issue #12): one record per submission attempt
+    topic_probes: str = "mailsla.probes"  # availability: one record per synthetic check
     webhook_url: str = field(default="", repr=False)  # fault events are POSTed here; may carry a token
     fault_interval_s: float = 10.0  # how often the sink re-evaluates faults (<= 0: never)
     partitions: int = 8
@@ -187,6 +189,8 @@ def load() -> Settings:
         topic_accounts=_str("MAILSLA_TOPIC_ACCOUNTS", "mailsla.accounts"),
         topic_maintenance=_str("MAILSLA_TOPIC_MAINTENANCE", "mailsla.maintenance"),
         topic_faults=_str("MAILSLA_TOPIC_FAULTS", "mailsla.faults"),
+        topic_injections=_str("MAILSLA_TOPIC_INJECTIONS", "mta.injections"),
+        topic_probes=_str("MAILSLA_TOPIC_PROBES", "mailsla.probes"),
         webhook_url=_secret("MAILSLA_WEBHOOK_URL"),
         fault_interval_s=_float("MAILSLA_FAULT_INTERVAL_S", 10.0),
         partitions=_int("MAILSLA_PARTITIONS", 8),

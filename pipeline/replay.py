@@ -1,7 +1,8 @@
 """`mailsla replay FILE`: produce a JSONL file of events to the input topics.
 
 Each line is one event object, routed by field (`accepted_at` -> accepted
-topic, `ready_at` -> queue-ready topic) and keyed by its message id; account
+topic, `ready_at` -> queue-ready topic, `attempt_id` -> injections topic keyed by
+attempt id, `target` + `ok` -> probes topic keyed by target) and keyed by its message id; account
 facts (`account_id` with `first_send_at`/`rate_limited`, no message id) go to
 the accounts topic keyed by account id. Lines
 that break the contract are reported with their line numbers; the ones that
@@ -19,7 +20,7 @@ import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.config import Settings
-from pipeline.events import BadEvent, parse_account, parse_accepted, parse_ready
+from pipeline.events import BadEvent, parse_account, parse_accepted, parse_injection, parse_probe, parse_ready
 from pipeline.sinks.kafka import dead_letter, ensure_topics, producer
 
 
@@ -31,18 +32,23 @@ def route(settings: Settings, line: bytes) -> tuple[str | None, bytes | None, st
         return None, None, f"invalid JSON: {exc}"
     if not isinstance(obj, dict):
         return None, None, f"expected a JSON object, got {type(obj).__name__}"
+    id_field = "message_id"
     if "accepted_at" in obj:
         topic, parse = settings.topic_accepted, parse_accepted
     elif "ready_at" in obj:
         topic, parse = settings.topic_ready, parse_ready
+    elif "attempt_id" in obj:  # availability: a submission attempt
+        topic, parse, id_field = settings.topic_injections, parse_injection, "attempt_id"
+    elif "target" in obj and "ok" in obj:  # availability: a synthetic check
+        topic, parse, id_field = settings.topic_probes, parse_probe, "target"
     elif "message_id" not in obj and "account_id" in obj and ("first_send_at" in obj or "rate_limited" in obj):
         try:  # account facts mixed into a traffic file: to the compacted accounts topic
             return settings.topic_accounts, parse_account(line).account_id.encode("utf-8"), None
         except BadEvent as exc:
             return None, None, f"account record: {exc}"
     else:
-        return None, None, "neither accepted_at nor ready_at: cannot route"
-    mid = obj.get("message_id")
+        return None, None, "neither accepted_at, ready_at, attempt_id nor target+ok: cannot route"
+    mid = obj.get(id_field)
     key = mid.encode("utf-8") if isinstance(mid, str) and mid else None
     try:
         parse(line)

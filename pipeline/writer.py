@@ -19,9 +19,9 @@ from mode import Service
 
 from pipeline import api
 from pipeline.config import Settings
-from pipeline.events import BadEvent, parse_account
+from pipeline.events import BadEvent, parse_account, parse_injection, parse_probe
 from pipeline.sinks.clickhouse import Store, maintenance_record_row
-from pipeline.sinks.kafka import client_kwargs
+from pipeline.sinks.kafka import client_kwargs, dead_letter, producer
 
 log = logging.getLogger("mailsla.sink")
 
@@ -49,6 +49,7 @@ class ResultWriter(Service):
         self.written = 0
         self.flush_lock = asyncio.Lock()
         self.api_runner: Any = None
+        self.dl_producer: Any = None
         self.seen: dict[int, tuple[int, float]] = {}  # results partition -> (max verdict_at consumed, wall time)
         self.progress: dict[int, tuple[int, float]] = {}  # the same, for rows already in ClickHouse
         super().__init__(**kwargs)
@@ -81,7 +82,10 @@ class ResultWriter(Service):
             **client_kwargs(self.settings),
         )
         self.consumer.subscribe([self.settings.topic_results, self.settings.topic_accounts,
-                                 self.settings.topic_maintenance], listener=_FlushOnRevoke(self))
+                                 self.settings.topic_maintenance, self.settings.topic_injections,
+                                 self.settings.topic_probes], listener=_FlushOnRevoke(self))
+        self.dl_producer = producer(self.settings, acks="all")  # malformed availability records
+        await self.dl_producer.start()
         await self.consumer.start()
         self.api_runner = await api.serve(self.settings, self.store)
         if self.settings.fault_interval_s > 0:
@@ -106,7 +110,7 @@ class ResultWriter(Service):
                 for rec in records:
                     if not self.buffer:
                         self.first_at = time.monotonic()
-                    row = self.to_row(rec.topic, rec.offset, rec.key, rec.value)
+                    row = self.to_row(rec.topic, rec.offset, rec.key, rec.value, rec.partition)
                     if row is not None:
                         self.buffer.append(row)
                         if row.get("k") == "m":
@@ -116,7 +120,8 @@ class ResultWriter(Service):
             if len(self.buffer) >= self.settings.batch_rows or due:
                 await self.flush()
 
-    def to_row(self, topic: str, offset: int, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+    def to_row(self, topic: str, offset: int, key: bytes | None, value: bytes | None,
+               partition: int = -1) -> dict[str, Any] | None:
         """A record of the results, accounts or maintenance topic -> a row for `Store.write`.
 
         A bad account or maintenance record is logged and skipped: it stays in its
@@ -124,6 +129,8 @@ class ResultWriter(Service):
         s = self.settings
         if topic == s.topic_results:
             return orjson.loads(value or b"null")
+        if topic in (s.topic_injections, s.topic_probes):
+            return availability_row(topic == s.topic_injections, topic, partition, offset, key, value)
         try:
             if topic == s.topic_accounts:
                 if value is None:  # tombstone: the account's facts are withdrawn
@@ -151,6 +158,7 @@ class ResultWriter(Service):
                 try:
                     assert self.store is not None
                     await asyncio.to_thread(self.store.write, rows)
+                    await self.send_dead_letters(rows)
                     break
                 except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep rows, retry
                     log.warning("ClickHouse write of %d rows failed (%s); retrying in %.1fs",
@@ -167,13 +175,41 @@ class ResultWriter(Service):
             assert self.consumer is not None
             await self.consumer.commit()
 
+    async def send_dead_letters(self, rows: list[dict[str, Any]]) -> None:
+        """Malformed availability records (rows of kind `dl`) to the dead-letter topic, before the
+        batch is committed: at-least-once, like the join's dead letters."""
+        letters = [r["record"] for r in rows if r.get("k") == "dl"]
+        if letters:
+            futures = [await self.dl_producer.send(self.settings.topic_dead_letters, v) for v in letters]
+            await asyncio.gather(*futures)
+
     async def on_stop(self) -> None:
         if self.consumer is not None:
             try:
                 await self.flush(give_up_after=20.0)
             finally:
                 await self.consumer.stop()
+        if getattr(self, "dl_producer", None) is not None:
+            await self.dl_producer.stop()
         if self.api_runner is not None:
             await api.stop(self.settings, self.api_runner)
         if self.store is not None:
             self.store.close()
+
+
+def availability_row(injection: bool, topic: str, partition: int, offset: int, key: bytes | None,
+                     value: bytes | None) -> dict[str, Any]:
+    """A record of mta.injections or mailsla.probes -> its table row; a malformed one -> a row of
+    kind `dl` carrying its dead-letter record (sent once the batch is written)."""
+    try:
+        if value is None:
+            raise BadEvent("empty record (tombstone)")
+        if injection:
+            a = parse_injection(value)
+            return {"k": "inj", "attempt_id": a.attempt_id, "at": a.at, "channel": a.channel,
+                    "outcome": a.outcome, "account_id": a.account_id}
+        p = parse_probe(value)
+        return {"k": "probe", "target": p.target, "location": p.location, "at": p.at, "ok": p.ok,
+                "latency_ms": p.latency_ms}
+    except BadEvent as exc:
+        return {"k": "dl", "record": dead_letter(topic, partition, offset, key, value or b"", str(exc))}

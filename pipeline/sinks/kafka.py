@@ -96,6 +96,8 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
         (settings.topic_accounts, {"cleanup.policy": "compact"}),  # latest facts per account
         (settings.topic_maintenance, {"cleanup.policy": "compact"}),  # latest per window id
         (settings.topic_faults, {}),
+        (settings.topic_injections, {}),  # availability inputs, written straight to ClickHouse by the sink
+        (settings.topic_probes, {}),
         *extra,
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000,
