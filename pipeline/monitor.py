@@ -111,10 +111,16 @@ class FaultMonitor(Service):
         second where no channel fault was open and no outage was running, at least RECHECK_MS
         before the newest event (attempts of a replay may still arrive that late)."""
         from pipeline import availability
+        from pipeline.sinks.kafka import group_lag
 
         policy = self.settings.policy
         assert policy is not None
-        db, since = self.settings.database, self.critical_settled or 0
+        s = self.settings
+        # attempts arrive in any order (a replay is shuffled): a second looks unavailable until its
+        # last attempt is in, so announce only from complete input (the round is skipped, not lost)
+        if await group_lag(s, s.group_sink, [s.topic_injections, s.topic_probes]) > 0:
+            return []
+        db, since = s.database, self.critical_settled or 0
 
         def query(sql: str) -> tuple[list[str], list[Any]]:
             return self.store.query(sql)

@@ -12,7 +12,7 @@ from pipeline import availability as av
 from pipeline.events import parse_ts
 from pipeline.sinks.clickhouse import Store, maintenance_row
 from pipeline.writer import availability_row
-from tests.integration.avail_oracle import WINDOW, critical_oracle, oracle, scenario
+from avail_oracle import WINDOW, critical_oracle, oracle, scenario
 
 pytestmark = pytest.mark.integration
 RECORDS, BAD = scenario()
