@@ -80,3 +80,35 @@ def test_the_monthly_views_give_the_same_numbers_to_sql(store: Store) -> None:
             {c: u for m, c, u in rows if m == month and u == 0}
     _, rows = store.query(f"SELECT month, maintenance_s FROM {store.db}.maintenance_monthly")
     assert rows == [("2026-11", 3600)]
+
+
+def test_the_golden_example_gives_its_expected_output(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import json
+    from pathlib import Path
+
+    from pipeline import config
+    from pipeline.reports import public
+
+    ex = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+    want = json.loads((ex / "availability.expected.json").read_text())
+    os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp("golden"))
+    try:
+        s = config.load()
+    finally:
+        del os.environ["MAILSLA_DATA"]
+    st = Store(s)
+    try:
+        st.migrate()
+        lines = [line for line in (ex / "availability.jsonl").read_bytes().splitlines() if line.strip()]
+        st.write([availability_row(b"attempt_id" in raw, "t", 0, i, None, raw) for i, raw in enumerate(lines)])
+        mw = want["maintenance"]
+        st.write([maintenance_row(parse_ts(mw["start"], ""), parse_ts(mw["end"], ""), mw["reason"], "cli", version=1)])
+        for month, doc in want["availability"].items():
+            assert av.compute(st.query, st.db, s.policy, month) == doc
+        for account, months in want["availability_by_account"].items():
+            for month, doc in months.items():
+                assert av.compute(st.query, st.db, s.policy, month, account) == doc
+        got = [public(f) for f in av.critical_faults(st.query, st.db, s.policy)]
+        assert [{k: f[k] for k in ("message_class", "opened_at", "resolved_at")} for f in got] == want["critical_faults"]
+    finally:
+        st.close()
