@@ -82,20 +82,16 @@ def test_the_monthly_views_give_the_same_numbers_to_sql(store: Store) -> None:
     assert rows == [("2026-11", 3600)]
 
 
-def test_the_golden_example_gives_its_expected_output(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_the_golden_example_gives_its_expected_output(store: Store) -> None:
     import json
+    from dataclasses import replace
     from pathlib import Path
 
-    from pipeline import config
     from pipeline.reports import public
 
     ex = Path(__file__).resolve().parents[2] / "schemas" / "examples"
     want = json.loads((ex / "availability.expected.json").read_text())
-    os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp("golden"))
-    try:
-        s = config.load()
-    finally:
-        del os.environ["MAILSLA_DATA"]
+    s = replace(store.settings, database="golden")  # one embedded engine per process: another database
     st = Store(s)
     try:
         st.migrate()
@@ -111,4 +107,4 @@ def test_the_golden_example_gives_its_expected_output(tmp_path_factory: pytest.T
         got = [public(f) for f in av.critical_faults(st.query, st.db, s.policy)]
         assert [{k: f[k] for k in ("message_class", "opened_at", "resolved_at")} for f in got] == want["critical_faults"]
     finally:
-        st.close()
+        st.client.command("DROP DATABASE IF EXISTS golden")
