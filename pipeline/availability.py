@@ -432,3 +432,19 @@ def render(doc: Mapping[str, Any]) -> str:
             lines.append(f"{t:<10}{p['checks']:>10}{p['failed']:>9}{p['incidents']:>11}{p['downtime_s']:>9}"
                          f"{p['availability'] * 100:>13.4f}%  {p['target'] * 100:.0f}%    {'yes' if p['met'] else 'NO'}")
     return "\n".join(lines)
+
+
+def live(query: Any, db: str, policy: Policy, fallback_month: str) -> dict[str, Any]:
+    """The live view's availability (page, /metrics, `top`): the month to date of the newest
+    attempt or check (event time, so a replayed month looks as it did live), all-time unavailable
+    seconds per channel (a counter), and whether each probe target's latest check passed."""
+    _, rows = query(now_sql(db))
+    now_ms = int(rows[0][0]) if rows and rows[0][0] else 0
+    zone = zoneinfo.ZoneInfo(policy.timezone)
+    month = datetime.fromtimestamp(now_ms / 1000, tz=zone).strftime("%Y-%m") if now_ms else fallback_month
+    doc = compute(query, db, policy, month)
+    _, rows = query(f"SELECT channel, sum(unavailable_s) FROM {db}.availability_monthly GROUP BY channel")
+    totals = {c: 0 for c in (*CHANNELS, "any")} | {str(c): int(n) for c, n in rows}
+    _, rows = query(f"SELECT target, argMax(ok, tuple(at, location)) FROM {db}.probe_checks GROUP BY target "
+                    f"ORDER BY target")
+    return {"month": doc, "unavailable_total": totals, "probe_up": {str(t): int(ok) for t, ok in rows}}
