@@ -206,6 +206,38 @@ def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import availability, policy, report
+
+    account = args.account
+    if account is not None and not account:
+        raise UsageError("mailsla report: --account must not be empty")
+    pol = s.policy or policy.load()
+    try:
+        availability.month_span(args.month, pol.timezone)
+    except ValueError as exc:
+        raise UsageError(f"mailsla report: {exc}") from None
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"mailsla report: no such directory for --out: {out.parent}")
+    if args.pdf and not Path(args.pdf).parent.is_dir():
+        raise UsageError(f"mailsla report: no such directory for --pdf: {Path(args.pdf).parent}")
+    query, close = reader(s, migrate=True)
+    try:
+        data = report.gather(s, pol, query, args.month, account)
+    finally:
+        close()
+    out.write_text(report.render(data), encoding="utf-8")
+    print(json.dumps({"html": str(out)}))
+    if args.pdf:
+        problem = report.print_pdf(out, Path(args.pdf))
+        if problem:
+            print(f"mailsla report: cannot print the PDF: {problem}", file=sys.stderr)
+            return 2
+        print(json.dumps({"pdf": args.pdf}))
+    return 0
+
+
 def cmd_accounts(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import facts
 
@@ -381,6 +413,13 @@ def build_parser() -> Parser:
     av.add_argument("--json", action="store_true")
     av.add_argument("--account", help="only this account's attempts (probes are global)")
     av.set_defaults(func=cmd_availability)
+
+    rp = sub.add_parser("report", help="the monthly SLA report for a customer (self-contained HTML, optional PDF)")
+    rp.add_argument("--month", required=True, help="YYYY-MM (calendar month in the policy's time zone)")
+    rp.add_argument("--account", help="only this account (probes are global)")
+    rp.add_argument("--out", required=True, help="the HTML file to write")
+    rp.add_argument("--pdf", help="also print it to this PDF with headless Chromium (exit 2 when there is none)")
+    rp.set_defaults(func=cmd_report)
 
     ac = sub.add_parser("accounts", help="account facts for exclusions (introductory period, rate limit)")
     ac.add_argument("action", choices=["load"])
