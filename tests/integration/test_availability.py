@@ -14,7 +14,10 @@ from typing import Any, Callable
 import pytest
 
 from avail_oracle import WINDOW, critical_oracle, oracle, scenario
+from cdp import Browser, chromium
 from pipeline.events import parse_ts
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +52,8 @@ def test_availability_is_exact_per_month_and_account_and_critical_faults_open_at
     pipeline.wait_idle()
     pipeline.stop(signal.SIGKILL)  # loses nothing
     pipeline.start_worker()
+    pipeline.cli("accounts", "load", str(EXAMPLES / "accounts.jsonl"))  # handling-time mail for the report
+    pipeline.cli("replay", str(EXAMPLES / "traffic.jsonl"))
     stats = json.loads(pipeline.cli("replay", str(second)).stdout)
     assert stats["invalid"] == len(bad) + 1 and stats["dead_lettered"] == 1
     st = pipeline.wait_idle()
@@ -88,3 +93,41 @@ def test_availability_is_exact_per_month_and_account_and_critical_faults_open_at
     events = [e for e in pipeline.topic_records(pipeline.env["MAILSLA_TOPIC_FAULTS"], 1000, timeout_s=5)
               if e["kind"] == "critical"]
     assert sorted(sec(e["opened_at"]) for e in events if e["event"] == "opened") == sorted(w[1] for w in want)
+
+    # the customer report: its numbers are the CLI's
+    if chromium() is None:
+        pytest.skip("Debian's chromium package is not installed: the report's page check needs it")
+    for month, account in (("2026-10", None), ("2026-11", None), ("2026-11", "acme")):
+        html, pdf = tmp_path / f"report-{month}-{account}.html", tmp_path / f"report-{month}-{account}.pdf"
+        extra = ("--account", account) if account else ()
+        pipeline.cli("report", "--month", month, *extra, "--out", str(html), "--pdf", str(pdf))
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+        page = html.read_text()
+        assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        b = Browser(html.as_uri())
+        try:
+            shown = b.wait_for("(() => { const o = {}; for (const e of document.querySelectorAll('[data-key]')) "
+                               "o[e.dataset.key] = e.dataset.value; return Object.keys(o).length ? o : null; })()")
+        finally:
+            b.close()
+        sla_doc = pipeline.json("sla", "--month", month, "--json", *extra)
+        avail = pipeline.json("availability", "--month", month, "--json", *extra)
+        assert avail == oracle(records, [WINDOW], month, account)
+
+        def fmt(v: Any) -> str:
+            return repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+        want = {"month": month, "availability.period_s": fmt(avail["period_s"]),
+                "availability.maintenance_s": fmt(avail["maintenance_s"]),
+                "availability.measured_s": fmt(avail["measured_s"]), "availability.credit_pct": fmt(avail["credit_pct"])}
+        for ch, c in avail["channels"].items():
+            want |= {f"availability.channels.{ch}.{k}": fmt(v) for k, v in c.items()}
+        for t, c in avail["probes"].items():
+            want |= {f"availability.probes.{t}.{k}": fmt(v) for k, v in c.items()}
+        for cls, c in sla_doc["classes"].items():
+            want |= {f"sla.{cls}.{k}": fmt(c[k]) for k in ("total", "eligible", "within", "delayed", "compliance",
+                                                           "target", "met")}
+            want |= {f"sla.{cls}.excluded.{r}": fmt(n) for r, n in c["excluded"].items()}
+            want[f"sla.{cls}.excluded_total"] = fmt(sum(c["excluded"].values()))
+        assert shown == want, (month, account)
+        if account is None:  # there is handling-time mail in it (the golden traffic)
+            assert any(v != "0" for k, v in shown.items() if k.endswith(".total"))
