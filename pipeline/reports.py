@@ -101,7 +101,13 @@ def public(f: dict[str, Any]) -> dict[str, Any]:
 def render_faults(found: list[dict[str, Any]]) -> str:
     if not found:
         return "no faults"
+    def detail(f: dict[str, Any]) -> str:
+        if f["kind"] == "critical":  # delayed = unavailable seconds (channel) or failed checks (probe)
+            what = "failed checks" if str(f["message_class"]).startswith("probe:") else "unavailable s"
+            met = {True: "met", False: "MISSED", None: "open"}[f.get("response_met")]
+            return f"{f['delayed']} {what}, response {met}"
+        return f"peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
     return "\n".join(
         f"{f['kind']:<14} {f.get('severity', ''):<13} {f['message_class']:<14} opened {f['opened_at']}  resolved "
-        f"{f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
+        f"{f['resolved_at'] or 'OPEN':<24}  {detail(f)}"
         for f in found)
