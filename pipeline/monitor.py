@@ -23,6 +23,7 @@ from typing import Any, Callable
 import orjson
 from mode import Service
 
+from pipeline import availability
 from pipeline import faults as fault_core
 from pipeline.config import Settings
 from pipeline.reports import fault_series_sql, find_faults, public
@@ -110,7 +111,6 @@ class FaultMonitor(Service):
         pipeline.availability. The first round reads the whole history; later rounds start at a
         second where no channel fault was open and no outage was running, at least RECHECK_MS
         before the newest event (attempts of a replay may still arrive that late)."""
-        from pipeline import availability
         from pipeline.sinks.kafka import group_lag
 
         policy = self.settings.policy
@@ -183,7 +183,8 @@ class FaultMonitor(Service):
         for event, f in changes:
             fid = fault_core.fault_id(f)
             assert self.stored is not None
-            body = orjson.dumps({"event": event, "fault_id": fid, **public(f)})
+            body = orjson.dumps({"event": event, "fault_id": fid, **public(f),
+                                 **availability.response(self.settings.policy, f)})  # type: ignore[arg-type]
             await self.producer.send_and_wait(self.settings.topic_faults, body, key=fid.encode())
             # announced only once it is on the topic: a failed send is announced again next round
             self.stored[fid] = {"peak_share": f["peak_share"], "resolved_at": f["resolved_at"]}

@@ -93,6 +93,7 @@ def test_availability_is_exact_per_month_and_account_and_critical_faults_open_at
     events = [e for e in pipeline.topic_records(pipeline.env["MAILSLA_TOPIC_FAULTS"], 1000, timeout_s=5)
               if e["kind"] == "critical"]
     assert sorted(sec(e["opened_at"]) for e in events if e["event"] == "opened") == sorted(w[1] for w in want)
+    assert all(e["response_class"] == "critical" and e["response_target_s"] == 7200 for e in events)
 
     # the customer report: its numbers are the CLI's
     if chromium() is None:
