@@ -18,7 +18,7 @@ from pipeline import faults as fault_core
 from pipeline import sla
 from pipeline.config import Settings
 from pipeline.events import CLASSES, format_ts
-from pipeline.status import live_snapshots
+from pipeline.status import clock_suspects, live_snapshots
 
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 MINUTE = 60_000
@@ -77,7 +77,8 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     since = min(since, now - max(policy.fault_window_ms.values()))
     _, rows = query(f"SELECT message_class, toUnixTimestamp(toStartOfMinute(verdict_at)) * 1000 AS m, "
                     f"countIf(status IN ('overdue', 'late', 'never_ready')), count() FROM {db}.handling_times "
-                    f"WHERE NOT excluded AND verdict_at >= {_ts(since)} GROUP BY message_class, m")
+                    f"WHERE NOT excluded AND clock_suspect != 'ahead' AND verdict_at >= {_ts(since)} "
+                    f"GROUP BY message_class, m")
     snap["fault_window"], snap["burn_rates"] = {}, []
     for cls in CLASSES:
         v = fault_core.Verdicts()
@@ -125,6 +126,7 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
         for k, n in w.get("counters", {}).items():
             counters[k] = counters.get(k, 0) + int(n)
     snap["counters"] = counters
+    snap["clock_suspects"] = clock_suspects(workers)
     snap["workers"] = len(workers)
     snap["lag"] = lag or {}
     snap["rates"] = _rates(snap, prev)

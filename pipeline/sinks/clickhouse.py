@@ -29,7 +29,7 @@ from pipeline.policy import Policy, load as load_policy
 
 MSG_COLUMNS = [
     "message_id", "account_id", "message_class", "priority", "source", "mta", "client_error", "accepted_at",
-    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "rev",
+    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "clock_suspect", "rev",
     "c_minute", "c_n", "c_within", "c_delayed", "c_latency",
     "p_minute", "p_n", "p_within", "p_delayed",
 ]
@@ -167,7 +167,7 @@ class Store:
                     f"SELECT c_minute AS minute, message_class, {account}count(), countIf(status = 'on_time'), "
                     f"countIf(status != 'on_time'), quantilesTDigestStateIf(0.5, 0.9, 0.99, 0.999)"
                     f"(assumeNotNull(handling_ms), handling_ms IS NOT NULL) "
-                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) "
+                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) AND c_n != 0 "
                     f"GROUP BY minute, message_class{', account_id' if account else ''}")
 
     def _journal(self, entries: list[tuple[str, list[datetime], str]]) -> None:
@@ -259,7 +259,10 @@ class Store:
 
 
 def contribution(row: dict[str, Any]) -> tuple[datetime, int, int, int]:
-    """(minute, messages, within, delayed) this row adds to the aggregates."""
+    """(minute, messages, within, delayed) this row adds to the aggregates. A verdict decided by an
+    untrusted future timestamp adds nothing: the live view and the fault rule never see it."""
+    if row.get("clock_suspect") == "ahead":
+        return minute_of(0), 0, 0, 0
     within = int(row["status"] == "on_time")
     return minute_of(row["verdict_at"]), 1, within, 1 - within
 
@@ -281,12 +284,12 @@ def prepare_rows(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[lis
         if p is not None and p[0] >= r["rev"]:
             continue
         minute, n, within, delayed = contribution(r)
-        latency = int(r["handling_ms"] is not None and (p is None or p[1] is None))
+        latency = int(n == 1 and r["handling_ms"] is not None and (p is None or p[1] is None))
         p_minute, p_n, p_within, p_delayed = (p[2], p[3], p[4], p[5]) if p else (minute_of(0), 0, 0, 0)
         out.append([
             mid, r["account_id"], r["message_class"], r["priority"], r["source"], r["mta"], r.get("client_error", ""),
             ts(r["accepted_at"]), ts(r["ready_at"]), r["handling_ms"], r["status"],
-            ts(r["verdict_at"]), int(r["clock_skew"]), r["rev"],
+            ts(r["verdict_at"]), int(r["clock_skew"]), r.get("clock_suspect", ""), r["rev"],
             minute, n, within, delayed, latency, p_minute, p_n, p_within, p_delayed,
         ])
     return out
