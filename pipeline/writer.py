@@ -213,3 +213,7 @@ def availability_row(injection: bool, topic: str, partition: int, offset: int, k
                 "latency_ms": p.latency_ms}
     except BadEvent as exc:
         return {"k": "dl", "record": dead_letter(topic, partition, offset, key, value or b"", str(exc))}
+    except Exception as exc:  # noqa: BLE001 - a bug on one record becomes its dead letter, not a stuck sink
+        log.exception("availability record %s@%d:%d", topic, partition, offset)
+        return {"k": "dl", "record": dead_letter(topic, partition, offset, key, value or b"",
+                                                 f"internal error: {type(exc).__name__}: {str(exc)[:200]}")}
