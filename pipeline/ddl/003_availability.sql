@@ -164,3 +164,41 @@ FROM
 WHERE ok = 0
 GROUP BY target, grp
 HAVING count() >= 2;
+
+-- Per month ({tz}) and probe target: checks and failed checks with `at` in the month, incidents
+-- overlapping it and their downtime clipped to the month without the (merged) maintenance time
+-- inside it (an incident ending exactly at a month's first instant belongs to the month before).
+-- availability = 1 - downtime_ms / 1000 / measured_s, as `mailsla availability` computes it.
+CREATE OR REPLACE VIEW {db}.probe_monthly AS
+WITH (SELECT groupArray(tuple(toUnixTimestamp64Milli(start_at), toUnixTimestamp64Milli(end_at)))
+      FROM {db}.maintenance_merged) AS windows
+SELECT month, target, sum(checks) AS checks, sum(failed) AS failed, sum(incidents) AS incidents,
+       sum(downtime_ms) AS downtime_ms
+FROM
+(
+    SELECT formatDateTime(at, '%Y-%m', '{tz}') AS month, target, count() AS checks, countIf(ok = 0) AS failed,
+           0 AS incidents, toInt64(0) AS downtime_ms
+    FROM {db}.probe_checks
+    GROUP BY month, target
+    UNION ALL
+    SELECT month, target, 0 AS checks, 0 AS failed, 1 AS incidents,
+           toInt64(greatest(0, hi - lo) - arraySum(arrayMap(w -> greatest(0, least(hi, w.2) - greatest(lo, w.1)),
+                                                            windows))) AS downtime_ms
+    FROM
+    (
+        SELECT target, f, l, formatDateTime(m, '%Y-%m', '{tz}') AS month,
+               toUnixTimestamp(toDateTime(m, '{tz}')) * 1000 AS ms_start,
+               toUnixTimestamp(toDateTime(addMonths(m, 1), '{tz}')) * 1000 AS ms_end,
+               greatest(f, ms_start) AS lo, least(l, ms_end) AS hi
+        FROM
+        (
+            SELECT target, toUnixTimestamp64Milli(first_failed_at) AS f, toUnixTimestamp64Milli(last_failed_at) AS l,
+                   arrayJoin(arrayMap(i -> addMonths(toStartOfMonth(first_failed_at, '{tz}'), i),
+                                      range(toUInt32(dateDiff('month', toStartOfMonth(first_failed_at, '{tz}'),
+                                                                       toStartOfMonth(last_failed_at, '{tz}')) + 1)))) AS m
+            FROM {db}.probe_incidents
+        )
+    )
+    WHERE f < ms_end AND l >= ms_start AND (hi > lo OR (f >= ms_start AND f < ms_end))
+)
+GROUP BY month, target;

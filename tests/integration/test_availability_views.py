@@ -108,3 +108,12 @@ def test_the_golden_example_gives_its_expected_output(store: Store) -> None:
         assert [{k: f[k] for k in ("message_class", "opened_at", "resolved_at")} for f in got] == want["critical_faults"]
     finally:
         st.client.command("DROP DATABASE IF EXISTS golden")
+
+
+def test_the_probe_monthly_view_gives_the_same_numbers_to_sql(store: Store) -> None:
+    for month in ("2026-10", "2026-11"):
+        doc = av.compute(store.query, store.db, store.settings.policy, month)
+        _, rows = store.query(f"SELECT target, checks, failed, incidents, downtime_ms FROM {store.db}.probe_monthly "
+                              f"WHERE month = '{month}' ORDER BY target")
+        assert {t: (c, f, i, av.seconds_number(d)) for t, c, f, i, d in rows} == \
+            {t: (p["checks"], p["failed"], p["incidents"], p["downtime_s"]) for t, p in doc["probes"].items()}
