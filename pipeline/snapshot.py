@@ -4,7 +4,8 @@
 whichever path the process has), reads the join workers' status files and the
 Kafka lag, and returns plain JSON-able data. "Now" is event time: the join's
 newest watermark (or, with no worker running, the newest verdict minute), so
-a replayed month looks the way it looked live. Rates (events/s, verdicts/s) need two snapshots: pass the previous one.
+a replayed month looks the way it looked live. Rates (events/s, verdicts/s) are over the last
+30 s of snapshots: pass the previous one.
 Takes ~tens of ms on small data; callers cache it for a second or two.
 """
 from __future__ import annotations
@@ -133,8 +134,16 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     return snap
 
 
+RATE_WINDOW_S = 30.0
+
+
 def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float]:
-    """Per second since the previous snapshot, from the workers' counters."""
+    """Per second over the last RATE_WINDOW_S seconds, from the workers' counters.
+
+    The counters come from status files the workers rewrite every 2 s, so the change between
+    two snapshots 2 s apart jumps between 0 and a double step: the rate is taken over the
+    samples of the last 30 s instead (kept in `snap["rate_samples"]`, [at, events, verdicts]).
+    A counter that went down (a worker restarted) starts the window again."""
     def events(s: dict[str, Any]) -> int:
         c = s.get("counters", {})
         return int(c.get("events_accepted", 0) + c.get("events_ready", 0))
@@ -142,11 +151,17 @@ def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float
     def verdicts(s: dict[str, Any]) -> int:
         return int(sum(n for k, n in s.get("counters", {}).items() if k.startswith("verdict_")))
 
-    if not prev or snap["at"] <= prev["at"]:
+    now = [snap["at"], events(snap), verdicts(snap)]
+    samples = [x for x in (prev or {}).get("rate_samples", []) if 0 < now[0] - x[0] <= RATE_WINDOW_S]
+    if samples and (now[1] < samples[-1][1] or now[2] < samples[-1][2]):
+        samples = []
+    samples.append(now)
+    snap["rate_samples"] = samples
+    first = samples[0]
+    dt = now[0] - first[0]
+    if dt <= 0:
         return {"events_per_s": 0.0, "verdicts_per_s": 0.0}
-    dt = snap["at"] - prev["at"]
-    return {"events_per_s": max(0.0, (events(snap) - events(prev)) / dt),
-            "verdicts_per_s": max(0.0, (verdicts(snap) - verdicts(prev)) / dt)}
+    return {"events_per_s": (now[1] - first[1]) / dt, "verdicts_per_s": (now[2] - first[2]) / dt}
 
 
 def oldest_pending_age(workers: list[dict[str, Any]], now: int) -> dict[str, int | None]:

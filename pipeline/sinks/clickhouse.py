@@ -1,8 +1,10 @@
 """ClickHouse adapter: one DSN, the embedded chDB engine or a server over HTTP.
 
-`Store` is opened once per process (chDB allows one engine per process) and
-serialises calls with a lock, because the sink's inserts and the local API's
-queries come from different threads. `prepare_rows` is the pure part of a
+`Store` is opened once per process (chDB allows one engine per process). Its
+writer connection serialises the sink's inserts and internal reads with a lock;
+ad-hoc SQL (the CLI, the API, the live page) goes through `Store.adhoc`, on
+reader connections of its own with limits (pipeline/adhoc.py), so a heavy
+analyst query never holds up an insert. `prepare_rows` is the pure part of a
 write: it turns result rows into table rows carrying both what the row now
 contributes to the aggregates and what the row it replaces contributed, so
 re-delivered rows (after a crash or a rebalance) never count twice, whatever
@@ -23,6 +25,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 import orjson
 
+from pipeline.adhoc import Readers
 from pipeline.cluster import cluster_statements, local_table
 from pipeline.config import Settings
 from pipeline.policy import Policy, load as load_policy
@@ -101,7 +104,7 @@ def ddl_statements(database: str, policy: Policy | None = None, cluster: str = "
 
 
 class Store:
-    """The process's one ClickHouse connection. Thread-safe by a lock."""
+    """The process's ClickHouse connections: one writer (thread-safe by a lock) and the readers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -111,6 +114,7 @@ class Store:
         self.client = connect(settings)
         self.lock = threading.Lock()
         self.dirty: set[datetime] = set()  # minutes to rebuild after a failed write
+        self.readers = Readers(settings)  # ad-hoc SQL, opened on first use
 
     def migrate(self) -> None:
         """Create the database and apply every DDL file; safe to run at every start, from any
@@ -180,6 +184,16 @@ class Store:
         with self.lock:
             result = self.client.query(sql, settings=settings)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def adhoc(self, sql: str, tag: str | None = None, report: bool = False) -> tuple[list[str], list[tuple]]:
+        """Ad-hoc read-only SQL with the MAILSLA_SQL_* limits, off the writer's lock (`report`: our
+        own commands' queries, no result-row limit). Raises adhoc.LimitExceeded (stopped by a
+        limit) or adhoc.QueryError (bad SQL)."""
+        return self.readers.query(sql, tag, report)
+
+    def cancel(self, tag: str) -> None:
+        """Stop the ad-hoc query with this tag (its client went away)."""
+        self.readers.cancel(tag)
 
     def previous(self, message_ids: Sequence[str]) -> dict[str, tuple]:
         """Current (rev, handling_ms, c_minute, c_n, c_within, c_delayed) per message id."""
@@ -254,6 +268,7 @@ class Store:
         return n
 
     def close(self) -> None:
+        self.readers.close()
         with self.lock:
             self.client.close()
 
