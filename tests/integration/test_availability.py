@@ -113,8 +113,9 @@ def test_availability_is_exact_per_month_and_account_and_critical_faults_open_at
         assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         b = Browser(html.as_uri())
         try:
-            shown = b.wait_for("(() => { const o = {}; for (const e of document.querySelectorAll('[data-key]')) "
-                               "o[e.dataset.key] = e.dataset.value; return Object.keys(o).length ? o : null; })()")
+            shown = b.wait_for("(() => { if (document.readyState !== 'complete') return null; const o = {}; "
+                               "for (const e of document.querySelectorAll('[data-key]')) o[e.dataset.key] = "
+                               "e.dataset.value; return Object.keys(o).length ? o : null; })()")
         finally:
             b.close()
         sla_doc = pipeline.json("sla", "--month", month, "--json", *extra)
