@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import zoneinfo
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.policy import Policy
