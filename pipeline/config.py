@@ -101,6 +101,8 @@ class Settings:
     batch_ms: int = 500
     api_port: int = 8642  # the sink's local API, web page and /metrics; 0 = pick a free port
     web_host: str = "127.0.0.1"  # bind address of that server (0.0.0.0 in a container)
+    session_timeout_s: float = 0.0  # Kafka group session timeout of the worker and the sink; 0 = the clients' own
+    shutdown_s: float = 20.0  # SIGTERM: the process is gone within this, whatever Kafka or ClickHouse do
     policy: "Policy | None" = None  # the loaded policy file (None only in hand-made test settings)
 
     @property
@@ -209,8 +211,14 @@ def load() -> Settings:
         batch_ms=_int("MAILSLA_BATCH_MS", 500),
         api_port=_int("MAILSLA_API_PORT", 8642),
         web_host=_str("MAILSLA_WEB_HOST", "127.0.0.1"),
+        session_timeout_s=_float("MAILSLA_KAFKA_SESSION_TIMEOUT_S", 0.0),
+        shutdown_s=_float("MAILSLA_SHUTDOWN_S", 20.0),
         policy=policy,
     )
+    if s.shutdown_s < 5:
+        raise ConfigError("MAILSLA_SHUTDOWN_S must be >= 5")
+    if s.session_timeout_s and not 6 <= s.session_timeout_s <= 300:
+        raise ConfigError("MAILSLA_KAFKA_SESSION_TIMEOUT_S must be 0 (default) or between 6 and 300 (the broker refuses less than 6)")
     if s.partitions < 1:
         raise ConfigError("MAILSLA_PARTITIONS must be >= 1")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.database):
