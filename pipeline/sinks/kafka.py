@@ -123,7 +123,11 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
     """(beginning, end) offsets per partition of existing topics."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
                                 **client_kwargs(settings))
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception:
+        await consumer.stop()  # a consumer that could not start still holds a client: close it
+        raise
     try:
         tps = []
         for t in topics:
