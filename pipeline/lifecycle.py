@@ -87,7 +87,8 @@ class Guarded:
             logging.shutdown()
             os._exit(1)
 
-        self._watchdog = threading.Timer(self.shutdown_s, expire)
+        # a margin for the interpreter's own exit, so the process is gone within shutdown_s
+        self._watchdog = threading.Timer(max(1.0, self.shutdown_s - 1.5), expire)
         self._watchdog.daemon = True
         self._watchdog.start()
 
