@@ -20,8 +20,9 @@ import threading
 import time
 from typing import Any
 
-# loggers whose repeated records during an outage say nothing new
-NOISY = ("aiokafka", "faust.transport", "kafka")
+# loggers whose repeated records during an outage say nothing new (mailsla.worker: per-partition
+# "could not check offset" every 5 s while Kafka is down)
+NOISY = ("aiokafka", "faust.transport", "kafka", "asyncio", "mailsla.worker")
 
 
 class RateLimitFilter(logging.Filter):

@@ -250,6 +250,7 @@ class ResultWriter(Service):
             self.progress.update(self.seen)
             self.written += len(rows)
             await self._commit(len(rows))
+            self.write_status()  # per batch too: after a SIGKILL the last file is at most one batch old
 
     def _give_up_at(self, give_up_at: float | None) -> float | None:
         """The earlier of the caller's limit and, once stopping, the stop's share of MAILSLA_SHUTDOWN_S."""

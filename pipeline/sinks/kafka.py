@@ -230,7 +230,11 @@ class OffsetProbe:
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
                                             enable_auto_commit=False, auto_offset_reset="earliest",
                                             max_partition_fetch_bytes=64 * 1024, **client_kwargs(self.settings))
-                await consumer.start()
+                try:
+                    await consumer.start()
+                except Exception:
+                    await consumer.stop()  # else every failed try during an outage logs "Unclosed AIOKafkaConsumer"
+                    raise
                 self._consumer = consumer
             consumer = self._consumer
             end = (await consumer.end_offsets([tp]))[tp]
