@@ -219,6 +219,7 @@ class ResultWriter(Service):
             if not self.buffer:
                 return
             rows, delay, failing_since, logged = self.buffer, 0.5, 0.0, 0.0
+            self.write_status()  # before and after each batch: a SIGKILL leaves counts exact to the batch
             while True:
                 try:
                     assert self.store is not None
@@ -250,7 +251,7 @@ class ResultWriter(Service):
             self.progress.update(self.seen)
             self.written += len(rows)
             await self._commit(len(rows))
-            self.write_status()  # per batch too: after a SIGKILL the last file is at most one batch old
+            self.write_status()
 
     def _give_up_at(self, give_up_at: float | None) -> float | None:
         """The earlier of the caller's limit and, once stopping, the stop's share of MAILSLA_SHUTDOWN_S."""

@@ -70,8 +70,9 @@ def _wait(cond: Any, timeout: float, what: str, p: Pipeline) -> None:
 def _reread(p: Pipeline) -> tuple[int, int]:
     """(input records the join read more than once, result records the sink read more than once).
 
-    After a SIGKILL of the sink the count is a lower bound: its status file is written after every
-    batch, so what it read after its last batch is not in it."""
+    The join's are records Kafka delivered again after a rejoin or seek and the agent skipped as
+    already processed, plus any processed twice. The sink writes its status file before and after
+    each batch, so after a SIGKILL its count is exact up to the batch in flight."""
     s = p.settings()
     inputs = _records(p, s.topic_accepted, s.topic_ready)
     results = _records(p, s.topic_results, s.topic_accounts, s.topic_maintenance)
