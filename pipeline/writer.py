@@ -81,6 +81,7 @@ class ResultWriter(Service):
         self.fetch_errors = 0
         self.assignments = 0  # partition assignments received (1 + one per rebalance)
         self.dropped = 0  # rows given up (stop, or a rebalance while ClickHouse failed): uncommitted, re-read
+        self.flushing = False  # a batch is being written (the status file says so: drills kill it there)
         self._stop_started: float | None = None
         self._wake = asyncio.Event()  # set at stop: backoff sleeps end at once
         super().__init__(**kwargs)
@@ -101,7 +102,8 @@ class ResultWriter(Service):
     def status(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "at": time.time(), "consumed": self.consumed, "written": self.written,
                 "write_failures": self.write_failures, "commit_failures": self.commit_failures,
-                "fetch_errors": self.fetch_errors, "assignments": self.assignments, "dropped": self.dropped}
+                "fetch_errors": self.fetch_errors, "assignments": self.assignments, "dropped": self.dropped,
+                "flushing": self.flushing}
 
     def write_status(self) -> None:
         if self.api_runner is None:  # not started as a service (tests): no file
@@ -218,40 +220,49 @@ class ResultWriter(Service):
         async with self.flush_lock:
             if not self.buffer:
                 return
-            rows, delay, failing_since, logged = self.buffer, 0.5, 0.0, 0.0
+            rows = self.buffer
+            self.flushing = True
             self.write_status()  # before and after each batch: a SIGKILL leaves counts exact to the batch
-            while True:
-                try:
-                    assert self.store is not None
-                    await asyncio.to_thread(self.store.write, rows)
-                    break
-                except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep rows, retry
-                    self.write_failures += 1
-                    now = time.monotonic()
-                    failing_since = failing_since or now
-                    if now - logged >= 30.0:  # one line per 30 s, however fast it fails
-                        log.warning("ClickHouse write of %d rows failing for %.0fs (%s); retrying with backoff "
-                                    "(up to 10 s), nothing committed meanwhile", len(rows), now - failing_since,
-                                    _first_line(exc))
-                        logged = now
-                    limit = self._give_up_at(give_up_at)
-                    if limit is not None and now >= limit:
-                        log.error("giving up the write of %d rows (%s); they stay in Kafka, uncommitted, and "
-                                  "are written by the next owner of their partitions", len(rows),
-                                  "stopping" if self.should_stop else "partitions revoked")
-                        self.dropped += len(rows)
-                        self.buffer = []
-                        return
-                    pause = delay if limit is None else max(0.0, min(delay, limit - now))
-                    await self._pause(pause)
-                    delay = min(delay * 2, 10.0)
-            if failing_since:
-                log.warning("ClickHouse write succeeded again after %.0fs", time.monotonic() - failing_since)
-            self.buffer = []
-            self.progress.update(self.seen)
-            self.written += len(rows)
-            await self._commit(len(rows))
-            self.write_status()
+            try:
+                await self._write_and_commit(rows, give_up_at)
+            finally:
+                self.flushing = False
+                self.write_status()
+
+    async def _write_and_commit(self, rows: list[dict[str, Any]], give_up_at: float | None) -> None:
+        """The flush under its lock: retry the write (see `flush`), then commit."""
+        delay, failing_since, logged = 0.5, 0.0, 0.0
+        while True:
+            try:
+                assert self.store is not None
+                await asyncio.to_thread(self.store.write, rows)
+                break
+            except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep rows, retry
+                self.write_failures += 1
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - logged >= 30.0:  # one line per 30 s, however fast it fails
+                    log.warning("ClickHouse write of %d rows failing for %.0fs (%s); retrying with backoff "
+                                "(up to 10 s), nothing committed meanwhile", len(rows), now - failing_since,
+                                _first_line(exc))
+                    logged = now
+                limit = self._give_up_at(give_up_at)
+                if limit is not None and now >= limit:
+                    log.error("giving up the write of %d rows (%s); they stay in Kafka, uncommitted, and "
+                              "are written by the next owner of their partitions", len(rows),
+                              "stopping" if self.should_stop else "partitions revoked")
+                    self.dropped += len(rows)
+                    self.buffer = []
+                    return
+                pause = delay if limit is None else max(0.0, min(delay, limit - now))
+                await self._pause(pause)
+                delay = min(delay * 2, 10.0)
+        if failing_since:
+            log.warning("ClickHouse write succeeded again after %.0fs", time.monotonic() - failing_since)
+        self.buffer = []
+        self.progress.update(self.seen)
+        self.written += len(rows)
+        await self._commit(len(rows))
 
     def _give_up_at(self, give_up_at: float | None) -> float | None:
         """The earlier of the caller's limit and, once stopping, the stop's share of MAILSLA_SHUTDOWN_S."""

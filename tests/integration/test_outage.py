@@ -230,8 +230,19 @@ def test_sink_sigkilled_in_the_middle_of_a_flush_then_restarted(pipeline: Pipeli
     pipeline.start_worker("--no-sink")
     sink = _start_sink(pipeline)
     pipeline.cli("replay", str(traffic))
-    _wait(lambda: sum(s.get("written", 0) for s in _status_files(pipeline, "sink")) > 0, 120,
-          "the sink writing", pipeline)
+    status = Path(pipeline.env["MAILSLA_DATA"]) / "run" / f"sink-{sink.pid}.json"
+
+    def mid_flush() -> bool:  # its status file says a batch is being written (after at least one)
+        try:
+            st = json.loads(status.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(st.get("flushing")) and st.get("written", 0) > 0
+
+    deadline = time.monotonic() + 120
+    while not mid_flush():
+        assert time.monotonic() < deadline, "the sink never wrote\n" + pipeline.log_tails()
+        time.sleep(0.005)
     sink.send_signal(signal.SIGKILL)
     sink.wait()
     unfinished = pipeline.rows("SELECT batch_id FROM mailsla.sink_journal GROUP BY batch_id "
