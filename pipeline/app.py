@@ -62,6 +62,22 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
 COMMIT_TIMEOUT_S = 10.0
 
 
+class _SendFailures(faust.Sensor):
+    """Records Faust could not deliver (Kafka away for longer than the producer keeps them).
+
+    Faust only logs those. Their input offsets must then never be committed: the worker stops
+    instead (exit 1), and its restart processes the input again from the last commit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+        self.last = ""
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.count += 1
+        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 async def _commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, int]:
     """Commit offsets of our choosing; returns those committed (none when Kafka refuses or does
     not answer, only the assigned ones otherwise).
@@ -98,6 +114,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     session = settings.session_timeout_s  # 0: Faust's defaults (60 s session, 3 s heartbeat)
     timeouts = ({"broker_session_timeout": session, "broker_heartbeat_interval": session / 3}
                 if session else {})
+    if settings.producer_timeout_s:
+        timeouts["producer_request_timeout"] = settings.producer_timeout_s
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka),
@@ -201,11 +219,20 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         stalled_at.clear()
         stalled_at.update(tracker.expected)
 
+    send_failures = _SendFailures()
+    app.sensors.add(send_failures)
+
     async def commit_inputs() -> None:
         """Commit the input offsets processed so far, after their outputs are flushed."""
         offsets = tracker.to_commit()
         if offsets:
             await app.producer.flush()
+            if send_failures.count:  # outputs lost: committing would lose them for good
+                log.error("%d records could not be delivered to Kafka (%s); stopping without committing, "
+                          "so a restart processes the input again from the last commit",
+                          send_failures.count, send_failures.last)
+                await app.crash(RuntimeError(f"{send_failures.count} records not delivered to Kafka"))
+                return
             done = await _commit_quietly(app, offsets)
             if done:
                 tracker.did_commit(done)

@@ -103,6 +103,7 @@ class Settings:
     web_host: str = "127.0.0.1"  # bind address of that server (0.0.0.0 in a container)
     session_timeout_s: float = 0.0  # Kafka group session timeout of the worker and the sink; 0 = the clients' own
     shutdown_s: float = 20.0  # SIGTERM: the process is gone within this, whatever Kafka or ClickHouse do
+    producer_timeout_s: float = 0.0  # how long the worker's producer keeps an undelivered record; 0 = Faust's (1200 s)
     policy: "Policy | None" = None  # the loaded policy file (None only in hand-made test settings)
 
     @property
@@ -213,6 +214,7 @@ def load() -> Settings:
         web_host=_str("MAILSLA_WEB_HOST", "127.0.0.1"),
         session_timeout_s=_float("MAILSLA_KAFKA_SESSION_TIMEOUT_S", 0.0),
         shutdown_s=_float("MAILSLA_SHUTDOWN_S", 20.0),
+        producer_timeout_s=_float("MAILSLA_PRODUCER_TIMEOUT_S", 0.0),
         policy=policy,
     )
     if s.shutdown_s < 5:

@@ -20,9 +20,10 @@ import threading
 import time
 from typing import Any
 
-# loggers whose repeated records during an outage say nothing new (mailsla.worker: per-partition
-# "could not check offset" every 5 s while Kafka is down)
-NOISY = ("aiokafka", "faust.transport", "kafka", "asyncio", "mailsla.worker")
+# loggers whose repeated records during an outage say nothing new (faust.topics: one warning per
+# record the producer gave up on, thousands; mailsla.worker: per-partition "could not check offset"
+# every 5 s while Kafka is down)
+NOISY = ("aiokafka", "faust", "kafka", "asyncio", "mailsla.worker")
 
 
 class RateLimitFilter(logging.Filter):
@@ -97,6 +98,10 @@ class Guarded:
         """A crash stops the worker like a signal does, with the same bound; then it exits non-zero."""
         self._arm_watchdog(f"crashed ({type(reason).__name__})")
         await super().crash(reason)  # type: ignore[misc]
+
+    def _crash(self, reason: BaseException) -> None:  # how a crashing child marks its root
+        self._arm_watchdog(f"crashed ({type(reason).__name__})")
+        super()._crash(reason)  # type: ignore[misc]
 
     def _on_sigterm(self) -> None:
         self._arm_watchdog("SIGTERM")

@@ -280,3 +280,34 @@ def test_worker_frozen_longer_than_its_session_timeout_rejoins_and_finishes_exac
             join_reread=join_reread, sink_reread=sink_reread,
             sink_commit_failures=sum(s.get("commit_failures", 0) for s in sink),
             sink_assignments=sum(s.get("assignments", 0) for s in sink))
+
+
+def test_results_kafka_never_took_stop_the_worker_and_a_restart_is_exact(tmp_path: Path) -> None:
+    """The last resort. Kafka away for longer than the producer keeps records (here 5 s; by default
+    Faust's 1200 s): outputs of processed input are lost, which Faust only logs. The worker must
+    not commit that input: it exits non-zero, and its restart (a supervisor's) processes it again."""
+    lk = LocalKafka(tmp_path / "own-kafka")
+    addr = lk.up()
+    p = Pipeline(tmp_path, lk, MAILSLA_KAFKA_SESSION_TIMEOUT_S=str(SESSION_S), MAILSLA_PRODUCER_TIMEOUT_S="5")
+    try:
+        traffic = _traffic(p, tmp_path, 20, 900, 15)
+        worker = p.start_worker()
+        p.cli("replay", str(traffic))
+        _wait(lambda: _processed(p) > 2000, 120, "join progress", p)
+        os.kill(lk.pid(), signal.SIGKILL)  # type: ignore[arg-type]
+        killed = time.monotonic()
+        worker.wait(120)
+        exited_s = time.monotonic() - killed
+        assert worker.returncode not in (0, None), p.log_tails()
+        assert "not delivered" in p.logs[0].read_text(errors="replace"), p.log_tails()
+        assert lk.up() == addr
+        restart = time.monotonic()
+        p.start_worker()  # what a supervisor does
+        p.wait_idle(timeout=300)
+        idle_at = time.monotonic()
+        _assert_exact(p, traffic)
+        _report("undeliverable_results", producer_timeout_s=5.0, worker_exit_after_kill_s=exited_s,
+                worker_rc=worker.returncode, idle_after_restart_s=idle_at - restart)
+    finally:
+        p.stop(signal.SIGKILL)
+        lk.down()
