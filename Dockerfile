@@ -19,11 +19,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY deploy/constraints.txt ./constraints.txt
+# Every dependency at the exact version the tests ran with, hash-checked (deploy/requirements.lock,
+# `make lock`), then the project alone: nothing is resolved at build time.
+COPY deploy/requirements.lock ./requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml ./
 COPY pipeline/ ./pipeline/
-# Every dependency at the exact version the tests ran with (deploy/constraints.txt).
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir --no-deps .
 
 # ---- runtime: the venv only, no compiler, non-root ----------------------------
 FROM python:3.11.10-slim-bookworm

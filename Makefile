@@ -4,19 +4,37 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install install-browser demo test test-unit test-integration bench kafka-up kafka-down clean
+.PHONY: help install install-browser lock demo test test-unit test-integration bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Dependencies come from requirements.lock only (exact versions, hash-checked), then the project
+# itself with --no-deps; `pip check` fails the install if the lock no longer satisfies pyproject.toml.
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	$(BIN)/python -c 'from pipeline.localkafka import ensure_jars; print("kafka jars:", ensure_jars())'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the package and test deps, fetch the Kafka jars
+
+# requirements.lock: the dependencies and the [test] extra, for `make install` and CI;
+# deploy/requirements.lock: the dependencies only, at the same versions, for the image.
+# pip-compile keeps the versions already locked unless told otherwise (UPGRADE=1: all of them;
+# P=name: that package). Python 3.11 on Linux x86_64, as CI and the image. pip-tools runs from a
+# throwaway venv.
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE   := --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	$(if $(UPGRADE),--upgrade) $(if $(P),--upgrade-package $(P))
+lock: ## re-resolve requirements.lock and deploy/requirements.lock (UPGRADE=1 or P=package to upgrade)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) -m venv "$$tmp" && "$$tmp/bin/pip" install -q '$(PIP_TOOLS)' && \
+	"$$tmp/bin/pip-compile" $(COMPILE) --extra test -o requirements.lock pyproject.toml && \
+	cp requirements.lock deploy/requirements.lock && \
+	"$$tmp/bin/pip-compile" $(COMPILE) -o deploy/requirements.lock pyproject.toml
 
 install-browser: ## Debian's chromium for the live-page test (apt, as root; skipped if present)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \

@@ -20,8 +20,8 @@ from faust.types import TP
 
 from pipeline.config import Settings
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
-from pipeline.runtime import JoinRuntime
-from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets
+from pipeline.runtime import JoinRuntime, Out
+from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
 from pipeline.status import remove_stale
 from pipeline.writer import ResultWriter
 
@@ -152,6 +152,24 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     tracker = OffsetTracker()
     app.mailsla_offsets = tracker  # type: ignore[attr-defined]
+
+    def lagging(partition: int) -> set[str]:
+        """Input streams of `partition` with records not yet processed: the last fetch saw a log end
+        (highwater) beyond the next offset to process, or nothing is known yet. Such a stream is
+        never quiet, so the wall clock cannot move event time past records still unread (#14)."""
+        out = set()
+        for name, topic in (("accepted", s.topic_accepted), ("ready", s.topic_ready)):
+            tp = TP(topic, partition)
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned (yet): unknown counts as unread
+                end = None
+            want = tracker.expected.get(tp)
+            if end is None or (end > 0 and (want is None or want < end)):
+                out.add(name)
+        return out
+
+    runtime.lagging = lagging
     app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
 
     probe = OffsetProbe(s)
@@ -185,9 +203,34 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     processed = [0]  # input records processed (re-reads after a crash or rebalance included), for status
 
+    def process(msg: Any) -> list[Any]:
+        """The runtime's outputs for one record. A bug of ours on some record becomes that record's
+        dead letter (with the error) and a counted, logged error, never a stopped partition."""
+        try:
+            return runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            runtime.counters["internal_errors"] += 1
+            log.exception("input %s-%d offset %d: internal error; sent to the dead-letter topic",
+                          msg.topic, msg.partition, msg.offset)
+            return [Out("dead_letter", msg.key, dead_letter(msg.topic, msg.partition, msg.offset, msg.key,
+                                                            msg.value or b"", f"internal error: {exc!r}"[:500]))]
+
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
-        """Runs for every input record of the partitions this worker owns, in offset order."""
+        """Runs for every input record of the partitions this worker owns, in offset order. If it
+        fails (a send Kafka refuses), the whole worker stops non-zero: a supervisor (Kubernetes,
+        `worker --processes`) restarts it from the committed offsets. A half-alive worker with a
+        stopped agent would look healthy while its partitions stood still."""
+        try:
+            await _join(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("join agent failed: %r; stopping the worker (exit 1) so that it restarts", exc)
+            await app.crash(exc)
+            raise
+
+    async def _join(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
             want = tracker.expected.get(msg.tp)
@@ -196,7 +239,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 action = await rewind(msg.tp, msg.offset, want)
             if action != PROCESS:
                 continue
-            for out in runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
+            for out in process(msg):
                 if out.kind == "result":
                     await results.send(key=out.key, value=out.value)
                 elif out.kind == "dead_letter":

@@ -1,4 +1,5 @@
-"""`mailsla` command line. Every command has --help; bad input exits 2 with one line."""
+"""`mailsla` command line. Every command has --help; bad input exits 2 with one line; a query
+stopped by one of the MAILSLA_SQL_* limits exits 3 with one line."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,10 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
 
 
+class LimitHit(Exception):
+    """A query stopped by MAILSLA_SQL_MAX_SECONDS/_MEMORY/_ROWS: one line on stderr, exit 3."""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not the usage block
         raise UsageError(f"{self.prog}: {message}")
@@ -41,17 +46,29 @@ class Parser(argparse.ArgumentParser):
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 
 
-def reader(settings: Settings, migrate: bool = False) -> tuple[Query, Callable[[], None]]:
-    """Read-only SQL: through the owner's local API when a worker holds the embedded
-    database, else a connection of our own (chDB files or a server)."""
+def reader(settings: Settings, migrate: bool = False, report: bool = False) -> tuple[Query, Callable[[], None]]:
+    """Read-only SQL with the MAILSLA_SQL_* limits (pipeline/adhoc.py), in the configured database:
+    through the owner's local API (with its token) when a worker holds the embedded database,
+    else a connection of our own (chDB files or a server). `report`: our own commands' queries
+    (`sla`, `faults`), without the result-row limit. A query stopped by a limit raises
+    LimitHit (exit 3), any other SQL error UsageError (exit 2)."""
     url = api.find(settings) if settings.clickhouse.startswith("chdb://") else None
     if url:
+        from pipeline.guard import read_token, token_path
+
+        try:
+            token = read_token(settings)
+        except OSError as exc:
+            raise OwnerBusy(f"mailsla: cannot read the API token {token_path(settings)} ({exc.strerror}); run as "
+                            "the worker's user or set MAILSLA_API_TOKEN") from None
+
         def remote(sql_text: str) -> tuple[list[str], list[Sequence[Any]]]:
             try:
-                return api.remote_query(url, sql_text)
+                return api.remote_query(url, sql_text, token, timeout=settings.sql_max_seconds + 30, report=report)
             except api.RemoteError as exc:
-                raise UsageError(f"sql: {exc}") from None
+                raise (LimitHit if exc.limit else UsageError)(f"sql: {exc}") from None
         return remote, lambda: None
+    from pipeline.adhoc import LimitExceeded, QueryError
     from pipeline.sinks.clickhouse import Store
 
     try:
@@ -67,9 +84,14 @@ def reader(settings: Settings, migrate: bool = False) -> tuple[Query, Callable[[
 
     def local(sql_text: str) -> tuple[list[str], list[Sequence[Any]]]:
         try:
-            return store.query(sql_text, readonly=True)
-        except Exception as exc:  # noqa: BLE001 - a ClickHouse error is the user's SQL error
-            raise UsageError(f"sql: {str(exc).strip().splitlines()[0][:300]}") from None
+            return store.adhoc(sql_text, report=report)
+        except LimitExceeded as exc:
+            raise LimitHit(f"sql: {exc}") from None
+        except QueryError as exc:  # a ClickHouse error is the user's SQL error
+            raise UsageError(f"sql: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. another process holds the embedded files
+            raise OwnerBusy(f"mailsla: cannot query ClickHouse at {settings.redacted_dsn} "
+                            f"({str(exc).strip().splitlines()[-1][:200]})") from None
     return local, store.close
 
 
@@ -222,7 +244,7 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
         sql_text = sla.monthly_sql(s.database, args.month, args.by_account, account)
     except ValueError as exc:
         raise UsageError(f"mailsla sla: {exc}") from None
-    query, close = reader(s, migrate=True)
+    query, close = reader(s, migrate=True, report=True)
     try:
         _, rows = query(sql_text)
     finally:
@@ -248,7 +270,7 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import facts
 
     if args.action == "list":
-        query, close = reader(s, migrate=True)
+        query, close = reader(s, migrate=True, report=True)
         try:
             cols, rows = query(f"SELECT window_id, start_at, end_at, reason, origin FROM {s.database}."
                                "maintenance_windows FINAL WHERE deleted = 0 ORDER BY start_at")
@@ -272,7 +294,7 @@ def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import policy, reports
 
     pol = s.policy or policy.load()
-    query, close = reader(s, migrate=True)
+    query, close = reader(s, migrate=True, report=True)
     try:
         found = reports.faults(s, pol, query, open_only=args.open, kinds=args.kind)
     finally:
@@ -312,16 +334,15 @@ def cmd_web(args: argparse.Namespace, s: Settings) -> int:
     """The live page for a ClickHouse the CLI can reach (a server, or a sink's embedded one)."""
     from dataclasses import replace
 
-    from aiohttp import web as aioweb
-
     from pipeline.api import start
+    from pipeline.guard import application
     from pipeline.web import LiveView, add_routes
 
     query, close = reader(s)
     s = replace(s, api_port=args.port, web_host=args.host)
 
     async def main() -> None:
-        app = aioweb.Application()
+        app = application(s, args.host)  # the same Host and Origin checks as the sink's server
         add_routes(app, LiveView(s, query))
         runner = await start(s, app, record=False)
         print(f"live page: http://{args.host}:{runner.addresses[0][1]}/", flush=True)
@@ -423,7 +444,10 @@ def build_parser() -> Parser:
                     "oldest_pending alerts (as announced live), or all")
     fl.set_defaults(func=cmd_faults)
 
-    q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse")
+    q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse",
+                       description="Read-only SQL in the configured database (MAILSLA_DATABASE), with the limits "
+                                   "MAILSLA_SQL_MAX_SECONDS, _MAX_MEMORY and _MAX_ROWS. Exit 2: bad SQL; exit 3: "
+                                   "stopped by a limit.")
     q.add_argument("query")
     q.add_argument("--format", choices=["table", "json", "csv"], default="table")
     q.set_defaults(func=cmd_sql)
@@ -490,5 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OwnerBusy as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except LimitHit as exc:
+        print(str(exc).splitlines()[0], file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130

@@ -104,6 +104,15 @@ class Settings:
     session_timeout_s: float = 0.0  # Kafka group session timeout of the worker and the sink; 0 = the clients' own
     shutdown_s: float = 20.0  # SIGTERM: the process is gone within this, whatever Kafka or ClickHouse do
     producer_timeout_s: float = 0.0  # how long the worker's producer keeps an undelivered record; 0 = Faust's (1200 s)
+    # ad-hoc SQL (`mailsla sql`, the API's /sql, the page's snapshot): ClickHouse limits per query
+    sql_max_seconds: float = 30.0  # max_execution_time
+    sql_max_memory: int = 1 << 30  # max_memory_usage, bytes
+    sql_max_rows: int = 100_000  # max_result_rows (result_overflow_mode = 'throw')
+    # the API (pipeline/api.py, pipeline/guard.py)
+    api_token: str = field(default="", repr=False)  # /sql bearer token; "" = the one in $MAILSLA_DATA/run/api.token
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names the server answers (".example.org" = any subdomain)
+    api_max_body: int = 256 * 1024  # bytes of a request body
+    api_max_live_clients: int = 32  # concurrent live-page (server-sent events) streams
     policy: "Policy | None" = None  # the loaded policy file (None only in hand-made test settings)
 
     @property
@@ -215,6 +224,13 @@ def load() -> Settings:
         session_timeout_s=_float("MAILSLA_KAFKA_SESSION_TIMEOUT_S", 0.0),
         shutdown_s=_float("MAILSLA_SHUTDOWN_S", 20.0),
         producer_timeout_s=_float("MAILSLA_PRODUCER_TIMEOUT_S", 0.0),
+        sql_max_seconds=_float("MAILSLA_SQL_MAX_SECONDS", 30.0),
+        sql_max_memory=_int("MAILSLA_SQL_MAX_MEMORY", 1 << 30),
+        sql_max_rows=_int("MAILSLA_SQL_MAX_ROWS", 100_000),
+        api_token=_secret("MAILSLA_API_TOKEN").strip(),
+        allowed_hosts=tuple(h.strip().lower() for h in _str("MAILSLA_ALLOWED_HOSTS", "").split(",") if h.strip()),
+        api_max_body=_int("MAILSLA_API_MAX_BODY", 256 * 1024),
+        api_max_live_clients=_int("MAILSLA_API_MAX_LIVE_CLIENTS", 32),
         policy=policy,
     )
     if s.shutdown_s < 5:
@@ -223,6 +239,13 @@ def load() -> Settings:
         raise ConfigError("MAILSLA_KAFKA_SESSION_TIMEOUT_S must be 0 (default) or between 6 and 300 (the broker refuses less than 6)")
     if s.partitions < 1:
         raise ConfigError("MAILSLA_PARTITIONS must be >= 1")
+    for name, value in (("MAILSLA_SQL_MAX_SECONDS", s.sql_max_seconds), ("MAILSLA_SQL_MAX_MEMORY", s.sql_max_memory),
+                        ("MAILSLA_SQL_MAX_ROWS", s.sql_max_rows), ("MAILSLA_API_MAX_BODY", s.api_max_body),
+                        ("MAILSLA_API_MAX_LIVE_CLIENTS", s.api_max_live_clients)):
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    if s.api_token and len(s.api_token) < 16:
+        raise ConfigError("MAILSLA_API_TOKEN must be at least 16 characters")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s.database):
         raise ConfigError("MAILSLA_DATABASE must be a plain identifier")
     if s.clickhouse_cluster:

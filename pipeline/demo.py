@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from pipeline import api, procs, sla
 from pipeline.config import Settings
+from pipeline.guard import read_token
 from pipeline.localkafka import LocalKafka
 from pipeline.status import collect, live_snapshots
 
@@ -47,7 +48,7 @@ def summary(settings: Settings, url: str, last: dict[str, float]) -> str:
     parts = [f"{datetime.now(timezone.utc):%H:%M:%S}", f"{rate:7.0f} ev/s",
              f"pending {pending:6d}"]
     try:
-        _, rows = api.remote_query(url, SUMMARY_SQL.format(db=settings.database), timeout=10)
+        _, rows = api.remote_query(url, SUMMARY_SQL.format(db=settings.database), read_token(settings), timeout=10)
     except Exception:  # noqa: BLE001 - the summary is best effort while things start
         rows = []
     for cls, n_1m, q, n, w in rows:
@@ -89,7 +90,8 @@ def run(settings: Settings, duration: float, rate: float) -> int:
     try:
         procs.wait_for(lambda: asyncio.run(collect(settings))["total_lag"] == 0, 60, 1.0)
         month = datetime.now(timezone.utc).strftime("%Y-%m")
-        _, rows = api.remote_query(api.find(settings) or "", sla.monthly_sql(settings.database, month))
+        _, rows = api.remote_query(api.find(settings) or "", sla.monthly_sql(settings.database, month),
+                                    read_token(settings))
         target = settings.policy.objective if settings.policy else sla.TARGET
         print("\n" + sla.render(sla.verdict(month, rows, settings.threshold_ms, target)))
         print("\nmessages still waiting for queue-ready are not in these counts until their deadline.")

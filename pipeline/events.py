@@ -3,7 +3,15 @@
 Runs on every input record, so it is strict and cheap. A record that does not
 fit raises `BadEvent` with a short reason; the caller sends it to the
 dead-letter topic and goes on. `schemas/*.schema.json` describe the same
-contract; `tests/unit/test_schemas.py` keeps the two in step.
+contract; `tests/unit/test_events.py` keeps the two in step.
+
+Everything that parses is storable: timestamps lie in `STORABLE` (ClickHouse's
+`DateTime` columns, the per-minute buckets of verdict time, hold 1970..2106;
+`DateTime64(3)` holds 1900..2299; the margin below 2106 leaves room for the
+deadlines and horizons the join adds), strings are at most `MAX_CHARS` long and
+a record at most `MAX_EVENT_BYTES`. So the sink never meets a row it cannot
+insert: a record outside these bounds is a dead letter with the reason, at the
+join, and never a batch the sink retries for ever.
 """
 from __future__ import annotations
 
@@ -18,8 +26,12 @@ PRIORITIES = ("normal", "low")
 SOURCES = ("smtp", "api")
 
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
+# [first, end) in epoch ms: 1970-01-01T00:00:00Z .. 2100-01-01T00:00:00Z (see the module docstring)
+STORABLE = (0, 4_102_444_800_000)
+MAX_EVENT_BYTES = 256 * 1024  # a whole input record; the fields we keep are a few KiB at most
+MAX_CHARS = {"message_id": 256, "account_id": 256, "mta": 256, "client_error": 1024}
 
 
 class BadEvent(ValueError):
@@ -46,21 +58,36 @@ class QueueReady:
 
 
 def parse_ts(value: object, name: str) -> int:
-    """RFC 3339 timestamp with offset -> epoch milliseconds (sub-ms digits dropped)."""
+    """RFC 3339 timestamp with offset -> epoch milliseconds (sub-ms digits dropped).
+
+    A leap second (`23:59:60` UTC) is the last millisecond of its minute, so it stays in its
+    day and month. Raises BadEvent outside `STORABLE`."""
     if not isinstance(value, str):
         raise BadEvent(f"{name}: expected an RFC 3339 timestamp string, got {type(value).__name__}")
-    if not _RFC3339.match(value):
+    match = _RFC3339.fullmatch(value)
+    if not match:
         raise BadEvent(f"{name}: not an RFC 3339 timestamp with offset: {value[:40]!r}")
     text = value.replace("z", "Z").replace("t", "T")
-    frac = re.search(r"\.(\d+)", text)
-    if frac and len(frac.group(1)) > 6:  # fromisoformat takes at most microseconds
-        text = text.replace(frac.group(0), "." + frac.group(1)[:6])
+    leap = match.group(1) == "60"
+    if leap:
+        text = text[:match.start(1)] + "59" + text[match.end(1):]
+    frac = match.group(2)
+    if frac and len(frac) > 7:  # fromisoformat takes at most microseconds
+        text = text.replace(frac, frac[:7], 1)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError as exc:
         raise BadEvent(f"{name}: invalid timestamp {value[:40]!r}: {exc}") from None
     delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if leap:
+        if ms // 60_000 % 1440 != 1439:
+            raise BadEvent(f"{name}: second 60 is a leap second only at 23:59 UTC: {value[:40]!r}")
+        ms = ms // 60_000 * 60_000 + 59_999
+    if not STORABLE[0] <= ms < STORABLE[1]:
+        raise BadEvent(f"{name}: {value[:40]} outside the storable range "
+                       f"{format_ts(STORABLE[0])[:-5]}Z..{format_ts(STORABLE[1])[:-5]}Z (exclusive)")
+    return ms
 
 
 def format_ts(ms: int) -> str:
@@ -70,6 +97,8 @@ def format_ts(ms: int) -> str:
 
 
 def _load(raw: bytes) -> dict:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise BadEvent(f"record too large: {len(raw)} bytes, at most {MAX_EVENT_BYTES}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -89,6 +118,9 @@ def _string(obj: dict, name: str, *, required: bool, nonempty: bool = False) -> 
         raise BadEvent(f"{name}: expected a string, got {type(value).__name__}")
     if nonempty and not value:
         raise BadEvent(f"{name}: must not be empty")
+    limit = MAX_CHARS.get(name)
+    if limit is not None and len(value) > limit:
+        raise BadEvent(f"{name}: {len(value)} characters, at most {limit}")
     return value
 
 

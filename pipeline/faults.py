@@ -176,14 +176,18 @@ def fault_id(f: dict[str, object]) -> str:
 def changes(stored: dict[str, dict[str, object]], found: list[dict[str, object]]) -> list[tuple[str, dict[str, object]]]:
     """What to announce: (`opened` | `updated` | `resolved`, fault) for every difference between
     the faults already announced (`stored`, by id) and those found now. A fault found again
-    unchanged announces nothing, so a restart never re-opens or duplicates one."""
+    unchanged announces nothing, so a restart never re-opens or duplicates one.
+
+    A fault or alert not announced yet that is already resolved opened and resolved within one
+    evaluation round (the monitor's rounds run only once the pipeline has caught up): it is not
+    announced at all, not to the table, the topic or the webhook. So replaying old data into a live
+    worker pages no one for incidents long over; `mailsla faults` still lists them."""
     out: list[tuple[str, dict[str, object]]] = []
     for f in found:
         old = stored.get(fault_id(f))
         if old is None:
-            out.append(("opened", f))
-            if f["resolved_at"] is not None:
-                out.append(("resolved", f))
+            if f["resolved_at"] is None:
+                out.append(("opened", f))
             continue
         if float(f["peak_share"]) > float(old["peak_share"]) + 1e-12:  # type: ignore[arg-type]
             out.append(("updated", f))

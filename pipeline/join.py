@@ -15,6 +15,16 @@ log gives the same final rows as processing it live:
 - accepted only, watermark past accepted+horizon   -> never_ready
 - queue-ready only, watermark past ready+grace     -> orphan (separate row kind)
 
+Late data keeps its verdicts: a state is kept (for the orphan grace and for
+duplicates) from the later of its event time and the watermark when it was
+first seen (`sw`), so an MTA backfilling yesterday joins its two events as if
+they had come on time, instead of the first one expiring on arrival.
+
+Timestamps the runtime does not trust (an MTA clock far ahead, or an event
+older than the never-ready horizon) are marked on the state (`cs` bits); the
+row says so in `clock_suspect` ('ahead' when an untrusted timestamp decides
+the verdict, 'behind' when the event came later than the horizon).
+
 Each emitted message row carries `rev`, which grows whenever what the row says
 changes. A duplicate input re-emits the current row with the same `rev`, so a
 row lost in a crash between the changelog write and the results write is
@@ -29,6 +39,10 @@ from pipeline.events import Accepted, QueueReady
 
 State = dict[str, Any]
 DELAYED = ("overdue", "late", "never_ready")
+# `cs` bits: which event's timestamp was not trusted, and how
+ACC_AHEAD, READY_AHEAD, ACC_BEHIND, READY_BEHIND = 1, 2, 4, 8
+SUSPECT_BITS = {("accepted", "ahead"): ACC_AHEAD, ("ready", "ahead"): READY_AHEAD,
+                ("accepted", "behind"): ACC_BEHIND, ("ready", "behind"): READY_BEHIND}
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,23 @@ def is_pending(state: State, policy: JoinPolicy, wm: int | None) -> bool:
     return state.get("a") is not None and status_of(state, wm, policy) in (None, "overdue")
 
 
+def clock_suspect(state: State, status: str) -> str:
+    """'ahead' when an untrusted future timestamp decides this verdict, 'behind' when an event
+    came later than the never-ready horizon, else ''."""
+    bits = state.get("cs", 0)
+    if not bits:
+        return ""
+    if bits & ACC_AHEAD or (bits & READY_AHEAD and status in ("on_time", "late")):
+        return "ahead"
+    return "behind" if bits & (ACC_BEHIND | READY_BEHIND) else ""
+
+
+def _since(state: State, t: int) -> int:
+    """`t`, or the watermark when the state was first seen if later (late data)."""
+    sw = state.get("sw")
+    return t if sw is None or sw < t else sw
+
+
 def message_row(state: State, status: str, policy: JoinPolicy) -> dict[str, Any]:
     acc, account, cls, priority, source, mta = state["a"][:6]
     client_error = state["a"][6] if len(state["a"]) > 6 else ""  # states written before 0.2 have 6
@@ -97,6 +128,7 @@ def message_row(state: State, status: str, policy: JoinPolicy) -> dict[str, Any]
         "status": status,
         "verdict_at": min(r, deadline) if completed else deadline,
         "clock_skew": bool(completed and r < acc),
+        "clock_suspect": clock_suspect(state, status),
         "rev": state["rev"],
     }
 
@@ -115,10 +147,10 @@ def orphan_row(state: State) -> dict[str, Any]:
 def _expire_at(state: State, policy: JoinPolicy) -> int | None:
     a, r = state.get("a"), state.get("r")
     if a is None:
-        return r + policy.orphan_grace_ms + policy.retention_ms if state.get("os") else None
+        return _since(state, r) + policy.orphan_grace_ms + policy.retention_ms if state.get("os") else None
     horizon = a[0] + policy.never_ready_ms
     final_at = r if r is not None and r <= horizon else horizon
-    return final_at + policy.retention_ms
+    return _since(state, final_at) + policy.retention_ms
 
 
 def next_due(state: State, policy: JoinPolicy, wm: int | None) -> int | None:
@@ -126,7 +158,7 @@ def next_due(state: State, policy: JoinPolicy, wm: int | None) -> int | None:
     a, r = state.get("a"), state.get("r")
     if a is None:
         if state.get("os") is None:
-            return r + policy.orphan_grace_ms + 1
+            return _since(state, r) + policy.orphan_grace_ms + 1
         return _expire_at(state, policy)
     status = status_of(state, wm, policy)
     if status is None:
@@ -141,7 +173,7 @@ def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Ste
     state = step.state
     assert state is not None
     a = state.get("a")
-    if a is None and state.get("os") is None and wm is not None and wm > state["r"] + policy.orphan_grace_ms:
+    if a is None and state.get("os") is None and wm is not None and wm > _since(state, state["r"]) + policy.orphan_grace_ms:
         state["os"], state["orev"] = "open", state.get("orev", 0) + 1
         step.rows.append(orphan_row(state))
         _count(step, "orphans")
@@ -152,6 +184,8 @@ def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Ste
     status = status_of(state, wm, policy)
     if status is not None:
         sig = [status, a[0], state.get("r") if status in ("on_time", "late") else None]
+        if state.get("cs"):
+            sig.append(clock_suspect(state, status))
         if sig != state.get("sig"):
             if state.get("sig") is None or state["sig"][0] != status:
                 _count(step, f"verdict_{status}")
@@ -168,39 +202,63 @@ def _finish(step: Step, wm: int | None, policy: JoinPolicy, reemit: bool) -> Ste
     return step
 
 
-def on_accepted(state: State | None, ev: Accepted, wm: int | None, policy: JoinPolicy) -> Step:
-    """An accepted event arrived (in any order relative to its queue-ready)."""
+def _new(message_id: str, wm: int | None) -> State:
+    state: State = {"id": message_id, "a": None, "r": None}
+    if wm is not None:
+        state["sw"] = wm
+    return state
+
+
+def _mark(state: State, event: str, suspect: str) -> None:
+    if suspect:
+        state["cs"] = state.get("cs", 0) | SUSPECT_BITS[(event, suspect)]
+
+
+def on_accepted(state: State | None, ev: Accepted, wm: int | None, policy: JoinPolicy,
+                suspect: str = "") -> Step:
+    """An accepted event arrived (in any order relative to its queue-ready). `suspect` is
+    'ahead' or 'behind' when the runtime does not trust its timestamp."""
     step = Step(state)
     fields = [ev.accepted_at, ev.account_id, ev.message_class, ev.priority, ev.source, ev.mta, ev.client_error]
     reemit = False
     if state is None:
-        step.state = {"id": ev.message_id, "a": fields, "r": None}
+        state = step.state = _new(ev.message_id, wm)
+        state["a"] = fields
+        _mark(state, "accepted", suspect)
     elif state.get("a") is None:
         state["a"] = fields
+        _mark(state, "accepted", suspect)
     else:
         reemit = True
         _count(step, "duplicate_accepted")
         if ev.accepted_at != state["a"][0]:
             _count(step, "conflicting_accepted")
-            state["a"][0] = min(state["a"][0], ev.accepted_at)
+            if ev.accepted_at < state["a"][0]:
+                state["a"][0] = ev.accepted_at
+                _mark(state, "accepted", suspect)
     return _finish(step, wm, policy, reemit)
 
 
 def on_ready(state: State | None, ev: QueueReady, wm: int | None, policy: JoinPolicy,
-             wall_ms: int) -> Step:
+             wall_ms: int, suspect: str = "") -> Step:
     """A queue-ready event arrived; `wall_ms` is recorded as an orphan's first-seen time."""
     step = Step(state)
     reemit = False
     if state is None:
-        step.state = {"id": ev.message_id, "a": None, "r": ev.ready_at, "fs": wall_ms}
+        state = step.state = _new(ev.message_id, wm)
+        state["r"], state["fs"] = ev.ready_at, wall_ms
+        _mark(state, "ready", suspect)
     elif state.get("r") is None:
         state["r"] = ev.ready_at
+        _mark(state, "ready", suspect)
     else:
         reemit = True
         _count(step, "duplicate_ready")
         if ev.ready_at != state["r"]:
             _count(step, "conflicting_ready")
-            state["r"] = min(state["r"], ev.ready_at)
+            if ev.ready_at < state["r"]:
+                state["r"] = ev.ready_at
+                _mark(state, "ready", suspect)
     return _finish(step, wm, policy, reemit)
 
 

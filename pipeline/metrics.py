@@ -57,6 +57,13 @@ class _Collector:
         for status in ("on_time", "overdue", "late", "never_ready"):
             verdicts.add_metric([status], c.get(f"verdict_{status}", 0))
         yield verdicts
+        suspect = CounterMetricFamily("mailsla_clock_suspect_events", "Events whose timestamp was kept out of "
+                                      "event time (an MTA clock ahead, or later than the never-ready horizon)",
+                                      labels=["mta", "kind"])
+        for mta, kinds in sorted(self.snap.get("clock_suspects", {}).items()):
+            for kind, n in sorted(kinds.items()):
+                suspect.add_metric([mta, kind], n)
+        yield suspect
 
         s = self.snap
         yield GaugeMetricFamily("mailsla_pending_messages", "Accepted messages waiting for queue-ready",

@@ -4,7 +4,8 @@ Runs inside the sink process (it owns the ClickHouse connection), every
 `interval` seconds: reads the eligible verdicts per minute, runs the pure fault
 rule and burn-rate tiers (`pipeline.faults`), and announces what changed since
 the last announcement (`opened`, `updated` with the new peak, `resolved`), once
-the pipeline has caught up with its inputs. The first round reads the whole
+the pipeline has caught up with its inputs. A fault that opened and resolved
+within one round (a replay of old data) is not announced (`faults.changes`). The first round reads the whole
 history; later rounds start at a minute where nothing was open, at least
 `RECHECK_MS` (or the never-ready horizon) before the newest verdict, and read
 back from there only the longest rule window: the same faults, bounded work.

@@ -62,6 +62,8 @@ class Policy:
     surge_min_messages: int = 1000
     maintenance: tuple[Maintenance, ...] = ()
     oldest_pending_ms: dict[str, int] = field(default_factory=dict)  # class -> alert above this age
+    clock_ahead_ms: int = 10 * 60_000  # live: a timestamp this far past the wall clock is not trusted
+    clock_ahead_replay_ms: int = 72 * 3_600_000  # replay: this far past the trusted event time
 
     @property
     def error_budget(self) -> float:
@@ -116,7 +118,19 @@ def parse(doc: Any) -> Policy:
                                  "maintenance": [*((doc.get("exclusions") or {}).get("maintenance") or []),
                                                  *(doc.get("maintenance") or [])]}),
                   oldest_pending_ms={c: duration_ms(v, f"oldest_pending.{c}")
-                                     for c, v in (doc.get("oldest_pending") or {}).items() if c in thresholds})
+                                     for c, v in (doc.get("oldest_pending") or {}).items() if c in thresholds},
+                  **_clock(doc.get("clock") or {}))
+
+
+def _clock(doc: Any) -> dict[str, int]:
+    """How far ahead a timestamp may be before it is kept out of event time (see README: Event time)."""
+    if not isinstance(doc, dict):
+        raise PolicyError("clock: expected a mapping")
+    out = {"clock_ahead_ms": duration_ms(doc.get("ahead", "10m"), "clock.ahead"),
+           "clock_ahead_replay_ms": duration_ms(doc.get("ahead_replay", "72h"), "clock.ahead_replay")}
+    if min(out.values()) <= 0:
+        raise PolicyError("clock.ahead and clock.ahead_replay must be positive durations")
+    return out
 
 
 def _exclusions(doc: Any) -> dict[str, Any]:

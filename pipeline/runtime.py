@@ -12,14 +12,15 @@ import heapq
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 import orjson
 
 from pipeline import join
+from pipeline.clock import ClockTrust
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
-from pipeline.sinks.kafka import dead_letter
+from pipeline.sinks.kafka import dead_letter, dead_letter_key
 from pipeline.watermark import Watermark
 
 WM_PREFIX = b"\x00wm:"
@@ -56,6 +57,13 @@ class JoinRuntime:
         self.stale = True
         self.assigned: set[int] | None = None
         self.counters: Counter[str] = Counter()
+        pol = settings.policy
+        self.trust = ClockTrust(pol.clock_ahead_ms if pol else 600_000,
+                                pol.clock_ahead_replay_ms if pol else settings.never_ready_ms,
+                                settings.never_ready_ms, live=settings.idle_grace_s > 0)
+        # which of a partition's input streams still have records the worker has not read; the app
+        # sets this from the consumer (highwater vs processed offset); a lagging stream is never quiet
+        self.lagging: Callable[[int], frozenset[str] | set[str]] = lambda p: frozenset()
 
     # -- partitions -------------------------------------------------------
     def reset(self, assigned: set[int] | None = None) -> None:
@@ -92,6 +100,7 @@ class JoinRuntime:
                 for name, m in ((ACC, acc_max), (READY, ready_max)):
                     if m is not None:
                         part.wm.observe(name, m, part.wm.streams[name].last_wall)
+                        self.trust.seen(m)
                 continue
         for key, raw in list(self.table.items()):
             if key.startswith(WM_PREFIX):
@@ -133,27 +142,34 @@ class JoinRuntime:
             except BadEvent as exc:
                 self.counters["dead_letters"] += 1
                 self.counters["dead_letter:" + str(exc).split(":")[0][:40]] += 1  # by reason kind (bounded)
-                return out + [Out("dead_letter", key, dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
+                return out + [Out("dead_letter", dead_letter_key(key),
+                                  dead_letter(topic, partition, offset, key, value or b"", str(exc)))]
             mid = ev.message_id.encode("utf-8")
             if key != mid:  # keyed wrongly: re-publish keyed by message id so it reaches its partition
                 self.counters["rekeyed"] += 1
                 return out + [Out("rekey", mid, value or b"", topic)]
             prev = part.wm.value
-            part.wm.observe(stream, ev.accepted_at if stream == ACC else ev.ready_at, wall)  # type: ignore[union-attr]
-            wm = part.wm.advance(wall)
+            ts = ev.accepted_at if stream == ACC else ev.ready_at  # type: ignore[union-attr]
+            suspect = self.trust.judge(ts, wall, prev, ev.mta, "accepted" if stream == ACC else "queue-ready")
+            if suspect:
+                self.counters[f"clock_{suspect}"] += 1
+            if suspect != "ahead":  # an untrusted future timestamp never moves event time
+                part.wm.observe(stream, ts, wall)
+            wm = part.wm.advance(wall, lagging=self.lagging(partition))
             raw = self.table.get(mid)
             state = orjson.loads(raw) if raw is not None else None
             was = state is not None and join.is_pending(state, self.policy, prev)
             if stream == ACC:
-                step = join.on_accepted(state, ev, wm, self.policy)  # type: ignore[arg-type]
+                step = join.on_accepted(state, ev, wm, self.policy, suspect)  # type: ignore[arg-type]
             else:
-                step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000))  # type: ignore[arg-type]
+                step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
             out += self._apply(partition, part, mid, step, was, raw)
         prev = part.wm.value
+        lagging = self.lagging(partition)
         if topic == self.s.topic_ticks:
-            wm = part.wm.advance(wall, self._newest())
+            wm = part.wm.advance(wall, self._newest(), lagging)
         else:
-            wm = part.wm.advance(wall)
+            wm = part.wm.advance(wall, lagging=lagging)
         out += self._fire(partition, part, prev, wm)
         if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
             acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
@@ -245,4 +261,5 @@ class JoinRuntime:
             "scheduled": sum(len(p.heap) for p in self.parts.values()),
             "watermarks": {str(k): v.wm.value for k, v in sorted(self.parts.items())},
             "counters": dict(self.counters),
+            "clock_suspects": self.trust.snapshot(),
         }

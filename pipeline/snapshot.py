@@ -4,7 +4,8 @@
 whichever path the process has), reads the join workers' status files and the
 Kafka lag, and returns plain JSON-able data. "Now" is event time: the join's
 newest watermark (or, with no worker running, the newest verdict minute), so
-a replayed month looks the way it looked live. Rates (events/s, verdicts/s) need two snapshots: pass the previous one.
+a replayed month looks the way it looked live. Rates (events/s, verdicts/s) are over the last
+30 s of snapshots: pass the previous one.
 Takes ~tens of ms on small data; callers cache it for a second or two.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipeline import faults as fault_core
 from pipeline import sla
 from pipeline.config import Settings
 from pipeline.events import CLASSES, format_ts
-from pipeline.status import live_snapshots
+from pipeline.status import clock_suspects, live_snapshots
 
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 MINUTE = 60_000
@@ -77,7 +78,8 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     since = min(since, now - max(policy.fault_window_ms.values()))
     _, rows = query(f"SELECT message_class, toUnixTimestamp(toStartOfMinute(verdict_at)) * 1000 AS m, "
                     f"countIf(status IN ('overdue', 'late', 'never_ready')), count() FROM {db}.handling_times "
-                    f"WHERE NOT excluded AND verdict_at >= {_ts(since)} GROUP BY message_class, m")
+                    f"WHERE NOT excluded AND clock_suspect != 'ahead' AND verdict_at >= {_ts(since)} "
+                    f"GROUP BY message_class, m")
     snap["fault_window"], snap["burn_rates"] = {}, []
     for cls in CLASSES:
         v = fault_core.Verdicts()
@@ -120,14 +122,23 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
         for k, n in w.get("counters", {}).items():
             counters[k] = counters.get(k, 0) + int(n)
     snap["counters"] = counters
+    snap["clock_suspects"] = clock_suspects(workers)
     snap["workers"] = len(workers)
     snap["lag"] = lag or {}
     snap["rates"] = _rates(snap, prev)
     return snap
 
 
+RATE_WINDOW_S = 30.0
+
+
 def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float]:
-    """Per second since the previous snapshot, from the workers' counters."""
+    """Per second over the last RATE_WINDOW_S seconds, from the workers' counters.
+
+    The counters come from status files the workers rewrite every 2 s, so the change between
+    two snapshots 2 s apart jumps between 0 and a double step: the rate is taken over the
+    samples of the last 30 s instead (kept in `snap["rate_samples"]`, [at, events, verdicts]).
+    A counter that went down (a worker restarted) starts the window again."""
     def events(s: dict[str, Any]) -> int:
         c = s.get("counters", {})
         return int(c.get("events_accepted", 0) + c.get("events_ready", 0))
@@ -135,11 +146,17 @@ def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float
     def verdicts(s: dict[str, Any]) -> int:
         return int(sum(n for k, n in s.get("counters", {}).items() if k.startswith("verdict_")))
 
-    if not prev or snap["at"] <= prev["at"]:
+    now = [snap["at"], events(snap), verdicts(snap)]
+    samples = [x for x in (prev or {}).get("rate_samples", []) if 0 < now[0] - x[0] <= RATE_WINDOW_S]
+    if samples and (now[1] < samples[-1][1] or now[2] < samples[-1][2]):
+        samples = []
+    samples.append(now)
+    snap["rate_samples"] = samples
+    first = samples[0]
+    dt = now[0] - first[0]
+    if dt <= 0:
         return {"events_per_s": 0.0, "verdicts_per_s": 0.0}
-    dt = snap["at"] - prev["at"]
-    return {"events_per_s": max(0.0, (events(snap) - events(prev)) / dt),
-            "verdicts_per_s": max(0.0, (verdicts(snap) - verdicts(prev)) / dt)}
+    return {"events_per_s": (now[1] - first[1]) / dt, "verdicts_per_s": (now[2] - first[2]) / dt}
 
 
 def oldest_pending_age(workers: list[dict[str, Any]], now: int) -> dict[str, int | None]:

@@ -57,6 +57,16 @@ def counters(settings: Settings) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def clock_suspects(workers: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Events whose timestamps were kept out of event time, per MTA and kind (ahead / behind)."""
+    out: dict[str, dict[str, int]] = {}
+    for w in workers:
+        for mta, kinds in w.get("clock_suspects", {}).items():
+            for kind, n in kinds.items():
+                out.setdefault(mta, {})[kind] = out.get(mta, {}).get(kind, 0) + int(n)
+    return out
+
+
 async def lags(settings: Settings) -> tuple[int, int]:
     """(input records the join has not processed, records the sink has not written to ClickHouse)."""
     s = settings
@@ -77,4 +87,5 @@ async def collect(settings: Settings) -> dict[str, Any]:
         "dead_letters": sum(end - begin for begin, end in dlq.values()),
         "pending_messages": pending_messages(s),
         "counters": counters(s),
+        "clock_suspects": clock_suspects(_chosen(s)),
     }

@@ -7,6 +7,13 @@ fire early. In live mode a stream that has been quiet for `idle_grace_s` of
 wall time stops holding the watermark back, and when every stream is quiet the
 watermark advances with the wall clock: mail that stops flowing still turns
 overdue. `idle_grace_s <= 0` turns the wall clock off (pure replay).
+
+Quiet means quiet in the log, not just in arrival: a stream whose partition
+still has records the worker has not read (`lagging`) is never quiet, however
+long it waits behind a full stream buffer, a restart's catch-up or a broker
+outage. Before this rule a partition starved for 5 s after a SIGKILL restart
+jumped to the event time of the partitions read ahead of it, expired the state
+of messages whose other event was still unread, and left them overdue (#14).
 """
 from __future__ import annotations
 
@@ -41,15 +48,17 @@ class Watermark:
         seen = [c.max_ts for c in self.streams.values() if c.max_ts is not None]
         return max(seen) if seen else None
 
-    def advance(self, wall: float, floor: int | None = None) -> int | None:
+    def advance(self, wall: float, floor: int | None = None, lagging: frozenset[str] | set[str] = frozenset()
+                ) -> int | None:
         """Recompute at wall time `wall`; returns the (never decreasing) watermark.
 
         `floor` is the newest event time the worker has seen on any partition: a partition
         whose inputs are all quiet catches up with it (as an idle source in Flink stops
-        holding back the operator's watermark), so event time is one clock per worker."""
+        holding back the operator's watermark), so event time is one clock per worker.
+        `lagging` names streams with unread records in the log: they are never quiet."""
         live = self.idle_grace_s > 0
-        active = [c for c in self.streams.values()
-                  if not (live and wall - c.last_wall > self.idle_grace_s)]
+        active = [c for name, c in self.streams.items()
+                  if name in lagging or not (live and wall - c.last_wall > self.idle_grace_s)]
         seen = [c for c in self.streams.values() if c.max_ts is not None]
         candidate: int | None = None
         if active:

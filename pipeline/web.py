@@ -5,7 +5,9 @@ Served by the process that owns the ClickHouse connection (the sink, on
 `mailsla web` for a ClickHouse server elsewhere. One `LiveView` computes a
 snapshot (pipeline/snapshot.py) at most every `every_s` seconds and every
 client gets that one. The page has no external assets: its charts are SVG
-drawn here, its script is a few lines of plain JavaScript.
+drawn here, its script is a few lines of plain JavaScript. `GET /` comes with
+the current snapshot already rendered in (pipeline/page.py). At most
+MAILSLA_API_MAX_LIVE_CLIENTS event streams are open at once; more get 503.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline import charts, metrics
+from pipeline import charts, metrics, page as page_render
+from pipeline.adhoc import in_thread
 from pipeline.config import Settings
 from pipeline.snapshot import Query, collect
 from pipeline.status import lags
@@ -48,7 +51,7 @@ class LiveView:
             if self.snap is None or time.time() - self.snap["at"] >= self.every_s:
                 lag = await self.lag()
                 try:
-                    snap = await asyncio.to_thread(collect, self.settings, self.query, self.snap, lag)
+                    snap = await in_thread(collect, self.settings, self.query, self.snap, lag)
                     snap["charts"] = charts.render(snap)
                     self.snap, self.error = snap, ""
                 except Exception as exc:  # noqa: BLE001 - the page shows the error and retries
@@ -60,18 +63,29 @@ class LiveView:
 
 
 def add_routes(app: web.Application, view: LiveView) -> None:
+    live = [0]  # open event streams
+
     async def page(_: web.Request) -> web.Response:
         html = (resources.files("pipeline") / "static" / "index.html").read_text()
-        return web.Response(text=html, content_type="text/html")
+        try:
+            html = page_render.render(html, await view.current())
+        except Exception:  # noqa: BLE001 - no snapshot yet: the page says so and its script retries
+            html = page_render.with_error(html, view.error or "no data yet")
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def snapshot(_: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(await view.current()), content_type="application/json")
 
     async def events(request: web.Request) -> web.StreamResponse:
-        """Server-sent events: one snapshot every `every_s` seconds until the client goes."""
+        """Server-sent events: one snapshot every `every_s` seconds until the client goes
+        (503 once MAILSLA_API_MAX_LIVE_CLIENTS streams are open)."""
+        if live[0] >= view.settings.api_max_live_clients:
+            return web.json_response({"error": f"{live[0]} live clients already (MAILSLA_API_MAX_LIVE_CLIENTS)"},
+                                     status=503, headers={"Retry-After": "10"})
+        live[0] += 1
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             while True:
                 try:
                     body = orjson.dumps(await view.current())
@@ -81,10 +95,12 @@ def add_routes(app: web.Application, view: LiveView) -> None:
                 await asyncio.sleep(view.every_s)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        finally:
+            live[0] -= 1
         return resp
 
     async def prometheus(_: web.Request) -> web.Response:
-        body = await asyncio.to_thread(metrics.exposition, view.settings, view.query, await view.current())
+        body = await in_thread(metrics.exposition, view.settings, view.query, await view.current())
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def readyz(_: web.Request) -> web.Response:

@@ -3,6 +3,8 @@
 -- from the policy (pipeline/policy.yaml), so the views are re-created at every start.
 
 ALTER TABLE {db}.handling_times_raw ADD COLUMN IF NOT EXISTS client_error String DEFAULT '' AFTER mta;
+-- 'ahead' | 'behind' | '': an event timestamp the join did not trust (README: Event time)
+ALTER TABLE {db}.handling_times_raw ADD COLUMN IF NOT EXISTS clock_suspect LowCardinality(String) DEFAULT '' AFTER clock_skew;
 
 -- Account facts from the compacted topic mailsla.accounts (latest record per account wins).
 CREATE TABLE IF NOT EXISTS {db}.accounts
@@ -79,7 +81,8 @@ WITH (SELECT groupArray((start_at, end_at)) FROM {db}.maintenance_windows FINAL 
 SELECT m.message_id AS message_id, m.account_id AS account_id, m.message_class AS message_class,
        m.priority AS priority, m.source AS source, m.mta AS mta, m.client_error AS client_error,
        m.accepted_at AS accepted_at, m.ready_at AS ready_at, m.handling_ms AS handling_ms,
-       m.status AS status, m.verdict_at AS verdict_at, m.clock_skew AS clock_skew, m.rev AS rev,
+       m.status AS status, m.verdict_at AS verdict_at, m.clock_skew AS clock_skew,
+       m.clock_suspect AS clock_suspect, m.rev AS rev,
        multiIf(m.priority = 'low', 'low_priority',
                m.client_error != '', 'client_error',
                arrayExists(w -> m.accepted_at >= w.1 AND m.accepted_at < w.2, windows), 'maintenance',

@@ -1,8 +1,10 @@
 """ClickHouse adapter: one DSN, the embedded chDB engine or a server over HTTP.
 
-`Store` is opened once per process (chDB allows one engine per process) and
-serialises calls with a lock, because the sink's inserts and the local API's
-queries come from different threads. `prepare_rows` is the pure part of a
+`Store` is opened once per process (chDB allows one engine per process). Its
+writer connection serialises the sink's inserts and internal reads with a lock;
+ad-hoc SQL (the CLI, the API, the live page) goes through `Store.adhoc`, on
+reader connections of its own with limits (pipeline/adhoc.py), so a heavy
+analyst query never holds up an insert. `prepare_rows` is the pure part of a
 write: it turns result rows into table rows carrying both what the row now
 contributes to the aggregates and what the row it replaces contributed, so
 re-delivered rows (after a crash or a rebalance) never count twice, whatever
@@ -23,13 +25,14 @@ from urllib.parse import urlparse
 import clickhouse_connect
 import orjson
 
+from pipeline.adhoc import Readers
 from pipeline.cluster import cluster_statements, local_table
 from pipeline.config import Settings
 from pipeline.policy import Policy, load as load_policy
 
 MSG_COLUMNS = [
     "message_id", "account_id", "message_class", "priority", "source", "mta", "client_error", "accepted_at",
-    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "rev",
+    "ready_at", "handling_ms", "status", "verdict_at", "clock_skew", "clock_suspect", "rev",
     "c_minute", "c_n", "c_within", "c_delayed", "c_latency",
     "p_minute", "p_n", "p_within", "p_delayed",
 ]
@@ -99,7 +102,7 @@ def ddl_statements(database: str, policy: Policy | None = None, cluster: str = "
 
 
 class Store:
-    """The process's one ClickHouse connection. Thread-safe by a lock."""
+    """The process's ClickHouse connections: one writer (thread-safe by a lock) and the readers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -109,6 +112,7 @@ class Store:
         self.client = connect(settings)
         self.lock = threading.Lock()
         self.dirty: set[datetime] = set()  # minutes to rebuild after a failed write
+        self.readers = Readers(settings)  # ad-hoc SQL, opened on first use
 
     def migrate(self) -> None:
         """Create the database and apply every DDL file; safe to run at every start, from any
@@ -165,7 +169,7 @@ class Store:
                     f"SELECT c_minute AS minute, message_class, {account}count(), countIf(status = 'on_time'), "
                     f"countIf(status != 'on_time'), quantilesTDigestStateIf(0.5, 0.9, 0.99, 0.999)"
                     f"(assumeNotNull(handling_ms), handling_ms IS NOT NULL) "
-                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) "
+                    f"FROM {self.db}.handling_times_raw FINAL WHERE c_minute IN ({mins}) AND c_n != 0 "
                     f"GROUP BY minute, message_class{', account_id' if account else ''}")
 
     def _journal(self, entries: list[tuple[str, list[datetime], str]]) -> None:
@@ -178,6 +182,16 @@ class Store:
         with self.lock:
             result = self.client.query(sql, settings=settings)
         return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def adhoc(self, sql: str, tag: str | None = None, report: bool = False) -> tuple[list[str], list[tuple]]:
+        """Ad-hoc read-only SQL with the MAILSLA_SQL_* limits, off the writer's lock (`report`: our
+        own commands' queries, no result-row limit). Raises adhoc.LimitExceeded (stopped by a
+        limit) or adhoc.QueryError (bad SQL)."""
+        return self.readers.query(sql, tag, report)
+
+    def cancel(self, tag: str) -> None:
+        """Stop the ad-hoc query with this tag (its client went away)."""
+        self.readers.cancel(tag)
 
     def previous(self, message_ids: Sequence[str]) -> dict[str, tuple]:
         """Current (rev, handling_ms, c_minute, c_n, c_within, c_delayed) per message id."""
@@ -247,12 +261,16 @@ class Store:
         return n
 
     def close(self) -> None:
+        self.readers.close()
         with self.lock:
             self.client.close()
 
 
 def contribution(row: dict[str, Any]) -> tuple[datetime, int, int, int]:
-    """(minute, messages, within, delayed) this row adds to the aggregates."""
+    """(minute, messages, within, delayed) this row adds to the aggregates. A verdict decided by an
+    untrusted future timestamp adds nothing: the live view and the fault rule never see it."""
+    if row.get("clock_suspect") == "ahead":
+        return minute_of(0), 0, 0, 0
     within = int(row["status"] == "on_time")
     return minute_of(row["verdict_at"]), 1, within, 1 - within
 
@@ -274,12 +292,12 @@ def prepare_rows(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[lis
         if p is not None and p[0] >= r["rev"]:
             continue
         minute, n, within, delayed = contribution(r)
-        latency = int(r["handling_ms"] is not None and (p is None or p[1] is None))
+        latency = int(n == 1 and r["handling_ms"] is not None and (p is None or p[1] is None))
         p_minute, p_n, p_within, p_delayed = (p[2], p[3], p[4], p[5]) if p else (minute_of(0), 0, 0, 0)
         out.append([
             mid, r["account_id"], r["message_class"], r["priority"], r["source"], r["mta"], r.get("client_error", ""),
             ts(r["accepted_at"]), ts(r["ready_at"]), r["handling_ms"], r["status"],
-            ts(r["verdict_at"]), int(r["clock_skew"]), r["rev"],
+            ts(r["verdict_at"]), int(r["clock_skew"]), r.get("clock_suspect", ""), r["rev"],
             minute, n, within, delayed, latency, p_minute, p_n, p_within, p_delayed,
         ])
     return out

@@ -13,7 +13,12 @@ from pipeline.events import parse_ts
 THRESHOLD = {"transactional": 1_800_000, "campaign": 43_200_000}
 
 
-def expected(path: Path) -> dict[str, dict[str, Any]]:
+NEVER_READY_MS = 72 * 3_600_000
+
+
+def expected(path: Path, wm_end: int | None = None) -> dict[str, dict[str, Any]]:
+    """Rows of messages with both events; with `wm_end` (the final watermark, live mode) also the
+    accepted-only ones whose deadline or never-ready horizon it has passed."""
     acc: dict[str, tuple[int, str, str]] = {}
     ready: dict[str, int] = {}
     for line in path.read_bytes().splitlines():
@@ -31,6 +36,9 @@ def expected(path: Path) -> dict[str, dict[str, Any]]:
         if mid in ready:
             h = max(0, ready[mid] - a)
             out[mid] = {"handling_ms": h, "status": "on_time" if h <= THRESHOLD[cls] else "late",
+                        "message_class": cls, "accepted_at": a, "exclusion_reason": reason}
+        elif wm_end is not None and wm_end > a + THRESHOLD[cls]:
+            out[mid] = {"handling_ms": None, "status": "never_ready" if wm_end > a + NEVER_READY_MS else "overdue",
                         "message_class": cls, "accepted_at": a, "exclusion_reason": reason}
     return out
 

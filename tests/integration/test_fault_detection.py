@@ -1,5 +1,6 @@
 """Semi-critical faults from replayed traffic: an incident and a stall each open one
-transactional fault at the right event time; healthy mail and campaign mail open none."""
+transactional fault at the right event time; healthy mail and campaign mail open none. Only
+faults a round of the live monitor saw open are announced."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,16 @@ def _until(check: Any, timeout: float = 60) -> Any:
         time.sleep(1)
 
 
+def _split(traffic: Path, at: float) -> tuple[Path, Path]:
+    """The traffic file's lines before event time `at` and from it on."""
+    before, after = traffic.with_suffix(".1.jsonl"), traffic.with_suffix(".2.jsonl")
+    with open(before, "w") as b, open(after, "w") as a:
+        for line in traffic.read_text().splitlines():
+            doc = json.loads(line)
+            (b if _t(doc.get("accepted_at") or doc["ready_at"]) < at else a).write(line + "\n")
+    return before, after
+
+
 def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipeline, tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -57,8 +68,18 @@ def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipel
     start = _t("2026-10-31T00:00:00Z")
     pipeline.cli("generate", "--rate", "4", "--duration", "14400", "--seed", "9", "--start", "2026-10-31T00:00:00Z",
                  "--incident", "30m,45m,0.3,35m", "--stall", "150m,40m", "--out", str(traffic))
+    # the incident is still going at 95 min: the monitor sees it open after the first part. The stall
+    # (150-190 min) opens and resolves within the second part: one round sees it already over.
+    first, second = _split(traffic, start + 95 * 60)
+    topic = pipeline.env["MAILSLA_TOPIC_FAULTS"]
     pipeline.start_worker()
-    pipeline.cli("replay", str(traffic))
+    pipeline.cli("replay", str(first))
+    pipeline.wait_idle(timeout=400)
+
+    def opened() -> list[dict[str, Any]]:
+        return [e for e in pipeline.topic_records(topic, 1000, timeout_s=2) if e["kind"] == "semi_critical"]
+    assert _until(opened), pipeline.log_tails()
+    pipeline.cli("replay", str(second))
     pipeline.wait_idle(timeout=400)
     found = pipeline.json("faults", "--json")
     assert {f["message_class"] for f in found} == {"transactional"}, found
@@ -66,22 +87,21 @@ def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipel
     assert 30 * 60 <= _t(incident["opened_at"]) - (start + 30 * 60) <= 45 * 60
     assert _t(incident["resolved_at"]) > start + 75 * 60 and incident["peak_share"] > 0.1
     assert 30 * 60 <= _t(stall["opened_at"]) - (start + 150 * 60) <= 36 * 60
+    assert stall["resolved_at"] is not None and _t(stall["resolved_at"]) < start + 238 * 60
     assert all(f["kind"] == "semi_critical" and f["eligible"] >= 100 for f in found)
     assert pipeline.json("faults", "--json", "--open") == [f for f in found if f["resolved_at"] is None]
 
-    # announced live: the faults table, the faults topic and the webhook say the same, once each
+    # announced live: the faults table, the faults topic and the webhook say the same, once each;
+    # the stall opened and resolved within one round, so it is announced nowhere
     def table() -> list[dict[str, Any]]:
         rows = pipeline.rows("SELECT kind, message_class, last_event, toString(opened_at) AS o, resolved_at "
                              "FROM mailsla.faults FINAL WHERE kind = 'semi_critical' ORDER BY opened_at")
-        done = len(rows) == len(found) and all((r["resolved_at"] is None) == (f["resolved_at"] is None)
-                                               for r, f in zip(rows, found))
-        return rows if done else []
+        return rows if len(rows) == 1 and rows[0]["resolved_at"] is not None else []
     assert _until(table), pipeline.log_tails()
-    topic = pipeline.env["MAILSLA_TOPIC_FAULTS"]
     events = pipeline.topic_records(topic, 1000, timeout_s=5)
     semi = [e for e in events if e["kind"] == "semi_critical"]
-    assert [e["opened_at"] for e in semi if e["event"] == "opened"] == [f["opened_at"] for f in found]
-    assert len([e for e in semi if e["event"] == "resolved"]) == len([f for f in found if f["resolved_at"]])
+    assert [(e["event"], e["opened_at"]) for e in semi if e["event"] != "updated"] == [
+        ("opened", incident["opened_at"]), ("resolved", incident["opened_at"])]
     assert any(e["kind"] == "burn_rate" and e["severity"] == "page" for e in events)
     def key(e: dict[str, Any]) -> str:
         return json.dumps(e, sort_keys=True)

@@ -97,6 +97,11 @@ def test_each_malformed_event_becomes_one_dead_letter_and_the_worker_goes_on(pip
         (acc if b"accepted_at" in b else rdy, b"k", b) for b in bad]
     records += [(acc, None, b"not json at all"), (rdy, b"x", b"[1, 2, 3]"), (acc, b"y", b"\xff\xfe binary"),
                 (rdy, b"z", b'{"message_id": 5, "ready_at": "2026-10-31T10:00:00Z"}')]
+    # valid by the schema's pattern but not storable, and a record whose dead letter must be cut (issue #10)
+    records += [(acc, b"old", b'{"message_id":"old","account_id":"a","message_class":"transactional",'
+                              b'"accepted_at":"0001-01-01T00:00:00Z"}'),
+                (rdy, b"far", b'{"message_id":"far","ready_at":"9999-12-31T23:59:59Z"}'),
+                (acc, b"big", b"\xff" * 900_000)]
     good = [(acc, b"ok-1", b'{"message_id":"ok-1","account_id":"a","message_class":"transactional",'
                            b'"accepted_at":"2026-10-31T10:00:00Z"}'),
             (rdy, b"ok-1", b'{"message_id":"ok-1","ready_at":"2026-10-31T10:00:01Z"}')]
@@ -105,9 +110,11 @@ def test_each_malformed_event_becomes_one_dead_letter_and_the_worker_goes_on(pip
     st = pipeline.wait_idle()
     letters = pipeline.topic_records(env["MAILSLA_TOPIC_DEAD_LETTERS"], len(records))
     assert len(letters) == len(records) == st["dead_letters"]
-    from pipeline.sinks.kafka import decode_dead_letter_raw
-    assert sorted(decode_dead_letter_raw(d) for d in letters) == sorted(v for _, _, v in records)
+    from pipeline.sinks.kafka import DEAD_LETTER_RAW_BYTES, decode_dead_letter_raw
+    assert sorted(decode_dead_letter_raw(d) for d in letters) == sorted(v[:DEAD_LETTER_RAW_BYTES] for _, _, v in records)
     assert all(d["reason"] and d["topic"] in (acc, rdy) and d["offset"] >= 0 for d in letters)
+    assert sorted((d["original_size"], d["truncated"]) for d in letters if d["original_size"] > 1000) == [(900_000, True)]
+    assert sum("outside the storable range" in d["reason"] for d in letters) == 2
     assert pipeline.rows("SELECT handling_ms FROM mailsla.handling_times") == [{"handling_ms": 1000}]
 
 

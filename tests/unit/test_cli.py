@@ -76,3 +76,15 @@ def test_a_bad_accounts_file_names_its_line_and_publishes_nothing(tmp_path) -> N
     f.write_text('{"account_id": "a", "rate_limited": false}\n{"account_id": "b", "rate_limited": "yes"}\n')
     proc = run("accounts", "load", str(f))
     assert proc.returncode == 2 and f"{f}:2: rate_limited" in proc.stderr
+
+
+def test_a_query_stopped_by_a_limit_gets_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from pipeline import cli
+
+    def reader(*_: object, **__: object):
+        def query(sql: str):
+            raise cli.LimitHit("sql: query stopped: it ran longer than 30 s (MAILSLA_SQL_MAX_SECONDS)")
+        return query, lambda: None
+    monkeypatch.setattr(cli, "reader", reader)
+    assert cli.main(["sql", "SELECT 1"]) == 3
+    assert capsys.readouterr().err == "sql: query stopped: it ran longer than 30 s (MAILSLA_SQL_MAX_SECONDS)\n"

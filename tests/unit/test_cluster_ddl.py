@@ -129,6 +129,10 @@ def test_column_changes_apply_to_the_local_and_the_distributed_table() -> None:
         "String DEFAULT '' AFTER mta",
         "ALTER TABLE mailsla.handling_times_raw ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS client_error "
         "String DEFAULT '' AFTER mta",
+        "ALTER TABLE mailsla.handling_times_raw_local ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS clock_suspect "
+        "LowCardinality(String) DEFAULT '' AFTER clock_skew",
+        "ALTER TABLE mailsla.handling_times_raw ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS clock_suspect "
+        "LowCardinality(String) DEFAULT '' AFTER clock_skew",
     ]
 
 

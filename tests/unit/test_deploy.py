@@ -164,20 +164,43 @@ def test_the_dockerfile_serves_the_health_endpoint_on_all_interfaces_and_checks_
     assert "--start-period=" in check
 
 
-def test_the_image_installs_the_pinned_dependency_versions() -> None:
+def _lock(path: Path) -> dict[str, tuple[str, frozenset[str]]]:
+    """name -> (version, sha256 hashes) of a pip-compile --generate-hashes file."""
+    pins: dict[str, tuple[str, frozenset[str]]] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", path.read_text()):
+        entry = "\n".join(line for line in entry.splitlines() if not line.lstrip().startswith("#"))
+        if not entry.strip():
+            continue
+        m = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", entry)
+        assert m, f"{path.name}: {entry[:60]!r} is not name==version"
+        hashes = frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+        assert hashes, f"{path.name}: {m[1]} has no hash"
+        pins[re.sub(r"[-_.]+", "-", m[1].lower())] = (m[2], hashes)
+    return pins
+
+
+def _names(deps: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", d)[0].lower()) for d in deps}
+
+
+def test_the_image_and_make_install_use_the_hashed_lock_files() -> None:
     instructions = dockerfile_instructions(DOCKERFILE.read_text())
-    assert any(w == "COPY" and a.split()[0] == "deploy/constraints.txt" for w, a in instructions)
-    assert any(w == "RUN" and "pip install --no-cache-dir -c constraints.txt ." in a for w, a in instructions)
-    pins = {}
-    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"constraints.txt: {line!r} is not name==version"
-            pins[re.sub(r"[-_.]+", "-", name.lower())] = version
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dep in deps:
-        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", dep)[0].lower())
-        assert name in pins, f"{name} (pyproject.toml) has no pinned version in deploy/constraints.txt"
+    assert any(w == "COPY" and a.split()[0] == "deploy/requirements.lock" for w, a in instructions)
+    runs = [a for w, a in instructions if w == "RUN"]
+    assert any("pip install --no-cache-dir --require-hashes -r requirements.lock" in a for a in runs)
+    assert any("pip install --no-cache-dir --no-deps ." in a for a in runs)
+    make = (ROOT / "Makefile").read_text()
+    assert "pip install -q --require-hashes -r requirements.lock" in make and "--no-deps -e ." in make
+    assert "$(STAMP): pyproject.toml requirements.lock" in make
+
+
+def test_the_lock_files_pin_every_dependency_with_hashes_at_the_same_versions() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev, image = _lock(ROOT / "requirements.lock"), _lock(ROOT / "deploy" / "requirements.lock")
+    assert not _names(project["dependencies"]) - set(image), "deploy/requirements.lock misses a dependency"
+    assert not _names(project["dependencies"] + project["optional-dependencies"]["test"]) - set(dev)
+    assert {n: dev[n] for n in image} == image, "the image must get the versions the tests ran with"
+    assert not {"pytest", "hypothesis", "kubernetes-validate"} & set(image)
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:

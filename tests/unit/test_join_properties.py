@@ -141,16 +141,17 @@ def test_the_oldest_pending_message_per_class_is_tracked_and_forgotten_once_read
 
 def test_in_live_mode_a_partition_behind_the_workers_newest_event_time_is_unsettled() -> None:
     s = replace(settings(), idle_grace_s=5.0)
+    W0 = T0 / 1000 + 7200  # live mode: the wall clock is 2 h past the first event
     rt = JoinRuntime(s, {})
     acc = orjson.dumps({"message_id": "u1", "account_id": "a", "message_class": "transactional",
                         "accepted_at": format_ts(T0)})
-    rt.handle(s.topic_accepted, 0, 0, b"u1", acc, wall=0.0)
-    rt.handle(s.topic_ready, 0, 0, b"zz", orjson.dumps({"message_id": "zz", "ready_at": format_ts(T0)}), wall=0.0)
+    rt.handle(s.topic_accepted, 0, 0, b"u1", acc, wall=W0)
+    rt.handle(s.topic_ready, 0, 0, b"zz", orjson.dumps({"message_id": "zz", "ready_at": format_ts(T0)}), wall=W0)
     later = orjson.dumps({"message_id": "u2", "account_id": "a", "message_class": "transactional",
                           "accepted_at": format_ts(T0 + 3_600_000)})
-    rt.handle(s.topic_accepted, 1, 0, b"u2", later, wall=0.0)  # the worker's clock is now 1 h on
+    rt.handle(s.topic_accepted, 1, 0, b"u2", later, wall=W0)  # the worker's clock is now 1 h on
     assert rt.snapshot()["unsettled_partitions"] == 1  # u1's deadline is due, partition 0 has not fired it
     for _ in range(3):  # partition 0 goes quiet; after the grace it catches up and fires
-        rt.handle(s.topic_ticks, 0, 0, None, b"", wall=10.0)
+        rt.handle(s.topic_ticks, 0, 0, None, b"", wall=W0 + 10.0)
     assert rt.snapshot()["unsettled_partitions"] == 0
     assert replace(settings()).idle_grace_s == 0.0 and JoinRuntime(settings(), {}).unsettled() == 0
