@@ -59,8 +59,63 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
     }
 
 
+COMMIT_TIMEOUT_S = 10.0
+
+
+class _SendFailures(faust.Sensor):
+    """Records Faust could not deliver (Kafka away for longer than the producer keeps them).
+
+    Faust only logs those. Their input offsets must then never be committed: the worker stops
+    instead (exit 1), and its restart processes the input again from the last commit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+        self.last = ""
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.count += 1
+        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+async def _commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, int]:
+    """Commit offsets of our choosing; returns those committed (none when Kafka refuses or does
+    not answer, only the assigned ones otherwise).
+
+    Not Faust's `Consumer._commit`: that one crashes the whole worker on any commit error
+    other than "already rebalanced" (a coordinator gone during a broker outage, a timeout),
+    and waits without limit for a coordinator while the broker is down. A failed commit is
+    harmless: the records are processed again after a restart or rebalance, and the join
+    skips or de-duplicates them."""
+    from aiokafka.errors import KafkaError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    thread = app.consumer._thread  # noqa: SLF001 - the aiokafka consumer lives on Faust's consumer thread
+
+    async def commit(offs: dict[Any, int]) -> dict[Any, int]:
+        consumer = thread._ensure_consumer()  # noqa: SLF001
+        assigned = consumer.assignment()
+        mine = {tp: o for tp, o in offs.items() if TopicPartition(tp.topic, tp.partition) in assigned}
+        if not mine:
+            return {}
+        try:
+            await asyncio.wait_for(consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "")
+                                                    for tp, o in mine.items()}), COMMIT_TIMEOUT_S)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.warning("commit of input offsets failed (%s); those records are processed again later, "
+                        "harmlessly", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            return {}
+        return mine
+    return await thread.call_thread(commit, dict(offsets))
+
+
 def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    session = settings.session_timeout_s  # 0: Faust's defaults (60 s session, 3 s heartbeat)
+    timeouts = ({"broker_session_timeout": session, "broker_heartbeat_interval": session / 3}
+                if session else {})
+    if settings.producer_timeout_s:
+        timeouts["producer_request_timeout"] = settings.producer_timeout_s
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.kafka),
@@ -79,6 +134,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         broker_commit_every=5000,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
+        **timeouts,
     )
     s = settings
     # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
@@ -145,6 +201,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         await app.consumer.seek(tp, want)
         return REWIND
 
+    processed = [0]  # input records processed (re-reads after a crash or rebalance included), for status
+
     def process(msg: Any) -> list[Any]:
         """The runtime's outputs for one record. A bug of ours on some record becomes that record's
         dead letter (with the error) and a counted, logged error, never a stopped partition."""
@@ -189,6 +247,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 else:
                     await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
             tracker.done(msg.tp, msg.offset)  # only now: its outputs are with the producer
+            processed[0] += 1
 
     stalled_at: dict[Any, int] = {}
 
@@ -203,13 +262,23 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         stalled_at.clear()
         stalled_at.update(tracker.expected)
 
+    send_failures = _SendFailures()
+    app.sensors.add(send_failures)
+
     async def commit_inputs() -> None:
         """Commit the input offsets processed so far, after their outputs are flushed."""
         offsets = tracker.to_commit()
         if offsets:
             await app.producer.flush()
-            if await app.consumer._commit(offsets):  # noqa: SLF001 - offsets of our choosing
-                tracker.did_commit(offsets)
+            if send_failures.count:  # outputs lost: committing would lose them for good
+                log.error("%d records could not be delivered to Kafka (%s); stopping without committing, "
+                          "so a restart processes the input again from the last commit",
+                          send_failures.count, send_failures.last)
+                await app.crash(RuntimeError(f"{send_failures.count} records not delivered to Kafka"))
+                return
+            done = await _commit_quietly(app, offsets)
+            if done:
+                tracker.did_commit(done)
 
     @app.timer(interval=1.0)
     async def commit_timer() -> None:
@@ -258,7 +327,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     async def write_status() -> None:
         """The CLI's `status` reads pending messages from here."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
-        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe)}
+        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
+                                     "processed": processed[0]}
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)

@@ -164,7 +164,11 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
     """(beginning, end) offsets per partition of existing topics."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
                                 **client_kwargs(settings))
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception:
+        await consumer.stop()  # a consumer that could not start still holds a client: close it
+        raise
     try:
         tps = []
         for t in topics:
@@ -267,7 +271,11 @@ class OffsetProbe:
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
                                             enable_auto_commit=False, auto_offset_reset="earliest",
                                             max_partition_fetch_bytes=64 * 1024, **client_kwargs(self.settings))
-                await consumer.start()
+                try:
+                    await consumer.start()
+                except Exception:
+                    await consumer.stop()  # else every failed try during an outage logs "Unclosed AIOKafkaConsumer"
+                    raise
                 self._consumer = consumer
             consumer = self._consumer
             end = (await consumer.end_offsets([tp]))[tp]
