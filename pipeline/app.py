@@ -17,13 +17,12 @@ from collections import defaultdict
 from typing import Any
 
 import faust
-from faust.sensors import SensorDelegate
+from faust.sensors import Monitor, SensorDelegate
 from faust.streams import _current_event
 from faust.types import TP
 
 from pipeline import batching, fastconsume
 from pipeline.config import Settings
-from pipeline.logs import summarise_noisy
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.runtime import JoinRuntime, Out
 from pipeline.sinks.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
@@ -55,11 +54,17 @@ class _ReadOffsets(defaultdict):
 
 
 class QuietSensors(SensorDelegate):
-    """Faust's sensor hooks, all no-ops, and no Monitor: they run several times per record
-    (message in, stream in/out, send initiated/completed, commit...) and nothing here reads them."""
+    """Faust's sensor hooks as no-ops, and no Monitor: they run several times per record (message
+    in, stream in/out, send initiated/completed, commit...) and nothing here reads them. Only
+    `on_send_error` reaches the sensors added here (`_SendFailures`)."""
 
     def add(self, sensor: Any) -> None:
-        return None
+        if not isinstance(sensor, Monitor):
+            super().add(sensor)
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        for sensor in self._sensors:
+            sensor.on_send_error(producer, exc, state)
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:
@@ -71,7 +76,7 @@ def _state(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 for _name in dir(SensorDelegate):
-    if _name.startswith("on_"):
+    if _name.startswith("on_") and _name != "on_send_error":
         setattr(QuietSensors, _name, _state if _name.startswith("on_rebalance") else _noop)
 
 
@@ -85,9 +90,64 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
     }
 
 
+COMMIT_TIMEOUT_S = 10.0
+
+
+class _SendFailures(faust.Sensor):
+    """Records Faust could not deliver (Kafka away for longer than the producer keeps them).
+
+    Faust only logs those. Their input offsets must then never be committed: the worker stops
+    instead (exit 1), and its restart processes the input again from the last commit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+        self.last = ""
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.count += 1
+        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+async def _commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, int]:
+    """Commit offsets of our choosing; returns those committed (none when Kafka refuses or does
+    not answer, only the assigned ones otherwise).
+
+    Not Faust's `Consumer._commit`: that one crashes the whole worker on any commit error
+    other than "already rebalanced" (a coordinator gone during a broker outage, a timeout),
+    and waits without limit for a coordinator while the broker is down. A failed commit is
+    harmless: the records are processed again after a restart or rebalance, and the join
+    skips or de-duplicates them."""
+    from aiokafka.errors import KafkaError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    thread = app.consumer._thread  # noqa: SLF001 - the aiokafka consumer lives on Faust's consumer thread
+
+    async def commit(offs: dict[Any, int]) -> dict[Any, int]:
+        consumer = thread._ensure_consumer()  # noqa: SLF001
+        assigned = consumer.assignment()
+        mine = {tp: o for tp, o in offs.items() if TopicPartition(tp.topic, tp.partition) in assigned}
+        if not mine:
+            return {}
+        try:
+            await asyncio.wait_for(consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "")
+                                                    for tp, o in mine.items()}), COMMIT_TIMEOUT_S)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.warning("commit of input offsets failed (%s); those records are processed again later, "
+                        "harmlessly", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            return {}
+        return mine
+    return await thread.call_thread(commit, dict(offsets))
+
+
 def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app with this project's settings (the join worker's, and the bench's no-op agent's)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    session = settings.session_timeout_s  # 0: Faust's defaults (60 s session, 3 s heartbeat)
+    timeouts = ({"broker_session_timeout": session, "broker_heartbeat_interval": session / 3}
+                if session else {})
+    if settings.producer_timeout_s:
+        timeouts["producer_request_timeout"] = settings.producer_timeout_s
     app = faust.App(
         app_id or settings.app_id,
         broker=broker_url(settings.kafka),
@@ -106,9 +166,9 @@ def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_commit_every=5000,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
+        **timeouts,
     )
     app.sensors = QuietSensors(app)
-    summarise_noisy()
     return app
 
 
@@ -200,6 +260,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         await app.consumer.seek(tp, want)
         return REWIND
 
+    processed = [0]  # input records processed (re-reads after a crash or rebalance included), for status
+
     def process(msg: Any) -> list[Any]:
         """The runtime's outputs for one record. A bug of ours on some record becomes that record's
         dead letter (with the error) and a counted, logged error, never a stopped partition."""
@@ -214,8 +276,17 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     changelog = table.changelog_topic.get_topic_name()
 
+    def _sent(fut: Any) -> None:
+        """A record this loop sent is delivered or failed: a failure counts as one of Faust's own
+        (`_SendFailures`: no commit after it, the worker stops)."""
+        if fut.cancelled() or fut.exception() is not None:
+            send_failures.count += 1
+            send_failures.last = repr(fut.exception() if not fut.cancelled() else "cancelled")[:200]
+            return
+
     def _persisted(fut: Any) -> None:
         """What Table._on_changelog_sent does: RocksDB remembers the changelog offset it has."""
+        _sent(fut)
         if not fut.cancelled() and fut.exception() is None:
             res = fut.result()
             table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset)
@@ -239,7 +310,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 fut.add_done_callback(_persisted)
         for p, values in results_by_p.items():
             for value in batching.encode_results(values):
-                await producer.send(s.topic_results, None, value, p, None, None)
+                fut = await producer.send(s.topic_results, None, value, p, None, None)
+                fut.add_done_callback(_sent)
         for out in others:
             if out.kind == "dead_letter":
                 await dead_letters.send(key=out.key, value=out.value)
@@ -321,6 +393,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                     else:
                         others.append(out)
                 tracker.done(tp, msg.offset)  # committable once the batch's outputs are sent
+                processed[0] += 1
             await send_batch(results_by_p, others, last_event)
             tracker.release()
             last_event.clear()
@@ -339,13 +412,24 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         stalled_at.clear()
         stalled_at.update(tracker.expected)
 
+    send_failures = _SendFailures()
+    app.sensors.add(send_failures)
+
     async def commit_inputs() -> None:
         """Commit the input offsets processed so far, after their outputs are flushed."""
         offsets = tracker.to_commit()
         if offsets:
             await app.producer.flush()
-            if await app.consumer._commit(offsets):  # noqa: SLF001 - offsets of our choosing
-                tracker.did_commit(offsets)
+            await asyncio.sleep(0)  # the delivery callbacks of what the flush waited for run first
+            if send_failures.count:  # outputs lost: committing would lose them for good
+                log.error("%d records could not be delivered to Kafka (%s); stopping without committing, "
+                          "so a restart processes the input again from the last commit",
+                          send_failures.count, send_failures.last)
+                await app.crash(RuntimeError(f"{send_failures.count} records not delivered to Kafka"))
+                return
+            done = await _commit_quietly(app, offsets)
+            if done:
+                tracker.did_commit(done)
 
     @app.timer(interval=1.0)
     async def commit_timer() -> None:
@@ -395,7 +479,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         """The CLI's `status` reads pending messages from here."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
         snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
-                                     "first_record_at": first_record_at}
+                                     "processed": processed[0], "first_record_at": first_record_at}
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)

@@ -24,6 +24,15 @@ class OwnerBusy(Exception):
     """The database cannot be opened now: one line on stderr, exit 1."""
 
 
+class Unreachable(Exception):
+    """Kafka or a ClickHouse server does not answer: one line on stderr, exit 2."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+
+
 class LimitHit(Exception):
     """A query stopped by MAILSLA_SQL_MAX_SECONDS/_MEMORY/_ROWS: one line on stderr, exit 3."""
 
@@ -65,6 +74,9 @@ def reader(settings: Settings, migrate: bool = False, report: bool = False) -> t
     try:
         store = Store(settings)
     except Exception as exc:  # noqa: BLE001 - typically: another process holds the embedded files
+        if not settings.clickhouse.startswith("chdb://"):
+            raise Unreachable(f"mailsla: cannot reach ClickHouse at {settings.redacted_dsn}: "
+                              f"{_first_line(exc)}") from None
         raise OwnerBusy(f"mailsla: cannot open ClickHouse at {settings.redacted_dsn} "
                         f"({str(exc).strip().splitlines()[-1][:200]}); is a worker starting? retry") from None
     if migrate:
@@ -85,7 +97,7 @@ def reader(settings: Settings, migrate: bool = False, report: bool = False) -> t
 
 # -- commands -------------------------------------------------------------------
 def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.localkafka import KafkaError, LocalKafka
+    from pipeline.localkafka import KafkaError, LocalKafka, PortTaken
 
     lk = LocalKafka(s.data_dir / "kafka")
     try:
@@ -99,6 +111,9 @@ def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
             else:
                 print("not running")
                 return 1
+    except PortTaken as exc:
+        print(f"mailsla kafka: {exc}", file=sys.stderr)
+        return 2
     except KafkaError as exc:
         print(f"mailsla kafka: {exc}", file=sys.stderr)
         return 1
@@ -114,6 +129,20 @@ def _fast_loop() -> None:
     uvloop.install()
 
 
+def _run_worker(name: str, worker: Any) -> int:
+    """Run a mode/Faust worker to its end. A crash (the last resort: whatever the worker could not
+    recover from by itself) was logged in full; here it is one line and exit 1, for a supervisor."""
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+    except Exception as exc:  # noqa: BLE001
+        print(f"mailsla {name}: stopped after a crash ({type(exc).__name__}: {_first_line(exc)}); "
+              "restart it: uncommitted input is read again", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     if args.processes is not None:
         if args.processes < 1 or args.no_sink:
@@ -124,39 +153,46 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     from faust.worker import Worker
 
     from pipeline.app import create_app
+    from pipeline.lifecycle import guarded_worker
     from pipeline.sinks.kafka import ensure_topics
 
     asyncio.run(ensure_topics(s))
     _fast_loop()
     app = create_app(s, with_sink=not args.no_sink)
-    worker = Worker(app, loglevel=args.loglevel, override_logging=True, quiet=True)
+    worker = guarded_worker(Worker, s.shutdown_s)(app, loglevel=args.loglevel, override_logging=True, quiet=True)
     worker.spinner = None  # its log handler turns the root logger to DEBUG: slow, and noisy in files
-    worker.execute_from_commandline()
-    return 0
+    return _run_worker("worker", worker)
 
 
 def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
     from mode import Worker
 
+    from pipeline.lifecycle import guarded_worker
     from pipeline.sinks.kafka import ensure_topics
     from pipeline.writer import ResultWriter
 
-    from pipeline.logs import summarise_noisy
-
     asyncio.run(ensure_topics(s))
     _fast_loop()
-    summarise_noisy()
-    Worker(ResultWriter(s), loglevel=args.loglevel, quiet=True).execute_from_commandline()
-    return 0
+    return _run_worker("sink", guarded_worker(Worker, s.shutdown_s)(ResultWriter(s), loglevel=args.loglevel,
+                                                                     quiet=True))
 
 
 def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.replay import replay
+    from pipeline.replay import ProduceFailed, replay
 
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"mailsla replay: no such file: {path}")
-    stats = replay(s, path)
+    try:
+        stats = replay(s, path)
+    except ProduceFailed as exc:
+        print(json.dumps(getattr(exc, "stats", {}) | {"error": exc.reason}))
+        if exc.sent == 0:
+            raise Unreachable(f"mailsla replay: cannot reach Kafka at {s.kafka}: {exc.reason}") from None
+        print(f"mailsla replay: Kafka at {s.kafka} failed after {exc.acked} of {exc.sent} records produced were "
+              f"acknowledged ({exc.reason}); run the same replay again: results are de-duplicated",
+              file=sys.stderr)
+        return 1
     print(json.dumps(stats))
     return 0
 
@@ -164,7 +200,7 @@ def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
 def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
     from pipeline import generator
     from pipeline.events import parse_ts
-    from pipeline.replay import produce_all
+    from pipeline.replay import ProduceFailed, produce_all
 
     from pipeline.policy import PolicyError, duration_ms
 
@@ -193,7 +229,15 @@ def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
     topics = {"accepted": s.topic_accepted, "ready": s.topic_ready}
     events = generator.live(args.rate, args.duration, args.seed, profile)
     records = ((topics[kind], ev["message_id"].encode(), orjson.dumps(ev)) for kind, ev in events)
-    n = asyncio.run(produce_all(s, records, int(args.rate * args.duration * 2), "generate"))
+    try:
+        n = asyncio.run(produce_all(s, records, int(args.rate * args.duration * 2), "generate"))
+    except ProduceFailed as exc:
+        print(json.dumps({"events": exc.acked, "error": exc.reason}))
+        if exc.sent == 0:
+            raise Unreachable(f"mailsla generate: cannot reach Kafka at {s.kafka}: {exc.reason}") from None
+        print(f"mailsla generate: Kafka at {s.kafka} failed after {exc.acked} events were acknowledged "
+              f"({exc.reason})", file=sys.stderr)
+        return 1
     print(json.dumps({"events": n}))
     return 0
 
@@ -214,6 +258,58 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
     target = s.policy.objective if s.policy else sla.TARGET
     doc = sla.verdict(args.month, rows, s.threshold_ms, target, args.by_account, account)
     print(json.dumps(doc, indent=2) if args.json else sla.render(doc))
+    return 0
+
+
+def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import availability, policy
+
+    account = args.account
+    if account is not None and not account:
+        raise UsageError("mailsla availability: --account must not be empty")
+    pol = s.policy or policy.load()
+    try:
+        availability.month_span(args.month, pol.timezone)
+    except ValueError as exc:
+        raise UsageError(f"mailsla availability: {exc}") from None
+    query, close = reader(s, migrate=True)
+    try:
+        doc = availability.compute(query, s.database, pol, args.month, account)
+    finally:
+        close()
+    print(json.dumps(doc, indent=2) if args.json else availability.render(doc))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import availability, policy, report
+
+    account = args.account
+    if account is not None and not account:
+        raise UsageError("mailsla report: --account must not be empty")
+    pol = s.policy or policy.load()
+    try:
+        availability.month_span(args.month, pol.timezone)
+    except ValueError as exc:
+        raise UsageError(f"mailsla report: {exc}") from None
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"mailsla report: no such directory for --out: {out.parent}")
+    if args.pdf and not Path(args.pdf).parent.is_dir():
+        raise UsageError(f"mailsla report: no such directory for --pdf: {Path(args.pdf).parent}")
+    query, close = reader(s, migrate=True)
+    try:
+        data = report.gather(s, pol, query, args.month, account)
+    finally:
+        close()
+    out.write_text(report.render(data), encoding="utf-8")
+    print(json.dumps({"html": str(out)}))
+    if args.pdf:
+        problem = report.print_pdf(out, Path(args.pdf))
+        if problem:
+            print(f"mailsla report: cannot print the PDF: {problem}", file=sys.stderr)
+            return 2
+        print(json.dumps({"pdf": args.pdf}))
     return 0
 
 
@@ -283,8 +379,7 @@ def cmd_status(args: argparse.Namespace, s: Settings) -> int:
     try:
         doc = asyncio.run(collect(s))
     except Exception as exc:  # noqa: BLE001 - Kafka unreachable etc.
-        print(f"mailsla status: cannot reach Kafka at {s.kafka}: {exc}", file=sys.stderr)
-        return 1
+        raise Unreachable(f"mailsla status: cannot reach Kafka at {s.kafka}: {_first_line(exc)}") from None
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -393,6 +488,19 @@ def build_parser() -> Parser:
     sl.add_argument("--account", help="only this account's verdict")
     sl.set_defaults(func=cmd_sla)
 
+    av = sub.add_parser("availability", help="monthly availability per channel and probe target, and the credit")
+    av.add_argument("--month", required=True, help="YYYY-MM (calendar month in the policy's time zone)")
+    av.add_argument("--json", action="store_true")
+    av.add_argument("--account", help="only this account's attempts (probes are global)")
+    av.set_defaults(func=cmd_availability)
+
+    rp = sub.add_parser("report", help="the monthly SLA report for a customer (self-contained HTML, optional PDF)")
+    rp.add_argument("--month", required=True, help="YYYY-MM (calendar month in the policy's time zone)")
+    rp.add_argument("--account", help="only this account (probes are global)")
+    rp.add_argument("--out", required=True, help="the HTML file to write")
+    rp.add_argument("--pdf", help="also print it to this PDF with headless Chromium (exit 2 when there is none)")
+    rp.set_defaults(func=cmd_report)
+
     ac = sub.add_parser("accounts", help="account facts for exclusions (introductory period, rate limit)")
     ac.add_argument("action", choices=["load"])
     ac.add_argument("file", help="JSONL (or a JSON array): account_id, first_send_at, rate_limited, updated_at")
@@ -409,9 +517,9 @@ def build_parser() -> Parser:
     fl = sub.add_parser("faults", help="semi-critical faults (over 10%% of verdicts delayed), from the verdicts")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--open", action="store_true", help="only faults still open")
-    fl.add_argument("--kind", choices=["semi_critical", "burn_rate", "oldest_pending", "all"],
-                    default="semi_critical", help="semi_critical faults (default), burn_rate alerts, "
-                    "oldest_pending alerts (as announced live), or all")
+    fl.add_argument("--kind", choices=["semi_critical", "critical", "burn_rate", "oldest_pending", "all"],
+                    default="semi_critical", help="semi_critical faults (default), critical faults (a channel "
+                    "unavailable, a probe incident), burn_rate alerts, oldest_pending alerts (as announced live), or all")
     fl.set_defaults(func=cmd_faults)
 
     q = sub.add_parser("sql", help="read-only ad-hoc SQL on the configured ClickHouse",
@@ -450,13 +558,39 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    from aiokafka.errors import KafkaError
+
+    from pipeline.replay import ProduceFailed
+
+    # Without a configured handler, the clients' own error records (one per failed connection) would
+    # reach stderr through logging's last resort next to our one line. Workers configure logging
+    # themselves (records still propagate to the root handlers they install).
+    for name in ("aiokafka", "clickhouse_connect"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+
+    command, settings = "", None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         settings = config.load()
         return int(args.func(args, settings) or 0)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, Unreachable) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2
+    except KafkaError as exc:  # any command: Kafka not there, or not answering
+        where = settings.kafka if settings is not None else "?"
+        print(f"mailsla {command}: cannot reach Kafka at {where}: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except ProduceFailed as exc:  # accounts load, maintenance add/remove
+        where = settings.kafka if settings is not None else "?"
+        if exc.sent == 0:
+            print(f"mailsla {command}: cannot reach Kafka at {where}: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"mailsla {command}: Kafka at {where} failed after {exc.acked} of {exc.sent} records were "
+              f"acknowledged ({exc.reason}); run it again", file=sys.stderr)
+        return 1
     except OwnerBusy as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -74,6 +74,8 @@ class Settings:
     topic_accounts: str = "mailsla.accounts"
     topic_maintenance: str = "mailsla.maintenance"
     topic_faults: str = "mailsla.faults"
+    topic_injections: str = "mta.injections"  # availability (issue #12): one record per submission attempt
+    topic_probes: str = "mailsla.probes"  # availability: one record per synthetic check
     webhook_url: str = field(default="", repr=False)  # fault events are POSTed here; may carry a token
     fault_interval_s: float = 10.0  # how often the sink re-evaluates faults (<= 0: never)
     partitions: int = 8
@@ -101,6 +103,9 @@ class Settings:
     batch_ms: int = 500
     api_port: int = 8642  # the sink's local API, web page and /metrics; 0 = pick a free port
     web_host: str = "127.0.0.1"  # bind address of that server (0.0.0.0 in a container)
+    session_timeout_s: float = 0.0  # Kafka group session timeout of the worker and the sink; 0 = the clients' own
+    shutdown_s: float = 20.0  # SIGTERM: the process is gone within this, whatever Kafka or ClickHouse do
+    producer_timeout_s: float = 0.0  # how long the worker's producer keeps an undelivered record; 0 = Faust's (1200 s)
     # ad-hoc SQL (`mailsla sql`, the API's /sql, the page's snapshot): ClickHouse limits per query
     sql_max_seconds: float = 30.0  # max_execution_time
     sql_max_memory: int = 1 << 30  # max_memory_usage, bytes
@@ -196,6 +201,8 @@ def load() -> Settings:
         topic_accounts=_str("MAILSLA_TOPIC_ACCOUNTS", "mailsla.accounts"),
         topic_maintenance=_str("MAILSLA_TOPIC_MAINTENANCE", "mailsla.maintenance"),
         topic_faults=_str("MAILSLA_TOPIC_FAULTS", "mailsla.faults"),
+        topic_injections=_str("MAILSLA_TOPIC_INJECTIONS", "mta.injections"),
+        topic_probes=_str("MAILSLA_TOPIC_PROBES", "mailsla.probes"),
         webhook_url=_secret("MAILSLA_WEBHOOK_URL"),
         fault_interval_s=_float("MAILSLA_FAULT_INTERVAL_S", 10.0),
         partitions=_int("MAILSLA_PARTITIONS", 8),
@@ -218,6 +225,9 @@ def load() -> Settings:
         batch_ms=_int("MAILSLA_BATCH_MS", 500),
         api_port=_int("MAILSLA_API_PORT", 8642),
         web_host=_str("MAILSLA_WEB_HOST", "127.0.0.1"),
+        session_timeout_s=_float("MAILSLA_KAFKA_SESSION_TIMEOUT_S", 0.0),
+        shutdown_s=_float("MAILSLA_SHUTDOWN_S", 20.0),
+        producer_timeout_s=_float("MAILSLA_PRODUCER_TIMEOUT_S", 0.0),
         sql_max_seconds=_float("MAILSLA_SQL_MAX_SECONDS", 30.0),
         sql_max_memory=_int("MAILSLA_SQL_MAX_MEMORY", 1 << 30),
         sql_max_rows=_int("MAILSLA_SQL_MAX_ROWS", 100_000),
@@ -227,6 +237,10 @@ def load() -> Settings:
         api_max_live_clients=_int("MAILSLA_API_MAX_LIVE_CLIENTS", 32),
         policy=policy,
     )
+    if s.shutdown_s < 5:
+        raise ConfigError("MAILSLA_SHUTDOWN_S must be >= 5")
+    if s.session_timeout_s and not 6 <= s.session_timeout_s <= 300:
+        raise ConfigError("MAILSLA_KAFKA_SESSION_TIMEOUT_S must be 0 (default) or between 6 and 300 (the broker refuses less than 6)")
     if s.partitions < 1:
         raise ConfigError("MAILSLA_PARTITIONS must be >= 1")
     for name, value in (("MAILSLA_SQL_MAX_SECONDS", s.sql_max_seconds), ("MAILSLA_SQL_MAX_MEMORY", s.sql_max_memory),

@@ -31,7 +31,8 @@ _RFC3339 = re.compile(
 # [first, end) in epoch ms: 1970-01-01T00:00:00Z .. 2100-01-01T00:00:00Z (see the module docstring)
 STORABLE = (0, 4_102_444_800_000)
 MAX_EVENT_BYTES = 256 * 1024  # a whole input record; the fields we keep are a few KiB at most
-MAX_CHARS = {"message_id": 256, "account_id": 256, "mta": 256, "client_error": 1024}
+MAX_CHARS = {"message_id": 256, "account_id": 256, "mta": 256, "client_error": 1024,
+             "attempt_id": 256, "target": 256, "location": 256}  # the last three: availability (issue #12)
 
 
 class BadEvent(ValueError):
@@ -183,4 +184,69 @@ def parse_account(raw: bytes) -> Account:
         first_send_at=None if first is None else parse_ts(first, "first_send_at"),
         rate_limited=limited,
         updated_at=None if updated is None else parse_ts(updated, "updated_at"),
+    )
+
+
+# -- availability (issue #12): injection attempts and synthetic probe checks ------------------
+CHANNELS = ("api", "smtp")
+OUTCOMES = ("ok", "client_error", "server_error", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """One submission attempt (mta.injections, key attempt_id): the same attempt_id twice is one attempt."""
+
+    attempt_id: str
+    at: int  # epoch ms, UTC
+    channel: str
+    outcome: str
+    account_id: str = ""  # "" when the producer did not say
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One synthetic check (mailsla.probes, key target): the same (target, location, at) twice is one check."""
+
+    target: str
+    at: int  # epoch ms, UTC
+    ok: bool
+    location: str = ""
+    latency_ms: float | None = None
+
+
+def _required_choice(obj: dict, name: str, allowed: tuple[str, ...]) -> str:
+    value = _string(obj, name, required=True)
+    if value not in allowed:
+        raise BadEvent(f"{name}: {str(value)[:40]!r} is not one of {', '.join(allowed)}")
+    return value  # type: ignore[return-value]
+
+
+def parse_injection(raw: bytes) -> Injection:
+    obj = _load(raw)
+    return Injection(
+        attempt_id=_string(obj, "attempt_id", required=True, nonempty=True),  # type: ignore[arg-type]
+        at=parse_ts(obj["at"], "at") if "at" in obj else _missing("at"),
+        channel=_required_choice(obj, "channel", CHANNELS),
+        outcome=_required_choice(obj, "outcome", OUTCOMES),
+        account_id=_string(obj, "account_id", required=False) or "",
+    )
+
+
+def parse_probe(raw: bytes) -> Probe:
+    obj = _load(raw)
+    ok = obj.get("ok")
+    if "ok" not in obj:
+        raise BadEvent("missing field ok")
+    if not isinstance(ok, bool):
+        raise BadEvent(f"ok: expected true or false, got {type(ok).__name__}")
+    latency = obj.get("latency_ms")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))
+                                or latency < 0):
+        raise BadEvent(f"latency_ms: expected a number >= 0, got {str(latency)[:40]!r}")
+    return Probe(
+        target=_string(obj, "target", required=True, nonempty=True),  # type: ignore[arg-type]
+        at=parse_ts(obj["at"], "at") if "at" in obj else _missing("at"),
+        ok=ok,
+        location=_string(obj, "location", required=False) or "",
+        latency_ms=None if latency is None else float(latency),
     )

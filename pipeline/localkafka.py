@@ -27,6 +27,13 @@ class KafkaError(RuntimeError):
     """The broker could not be installed or started; the message says why."""
 
 
+class PortTaken(KafkaError):
+    """The recorded port is held by another process: the CLI says so in one line and exits 2."""
+
+
+PORT_WAIT_S = 60.0  # how long `up` waits for a recorded port that something still holds
+
+
 def jars_dir() -> Path:
     default = Path.home() / ".cache" / "mailsla" / f"kafka-{KAFKA_VERSION}"
     return Path(os.environ.get("MAILSLA_KAFKA_HOME", default))
@@ -92,13 +99,19 @@ class LocalKafka:
         addr = self.bootstrap()
         return self.pid() is not None and addr is not None and _port_open(addr)
 
-    def up(self, timeout: float = 120.0) -> str:
-        """Start the broker unless it runs; returns host:port. Idempotent."""
+    def up(self, timeout: float = 120.0, port_wait: float | None = None) -> str:
+        """Start the broker unless it runs; returns host:port. Idempotent.
+
+        The ports are chosen once and recorded (`ports.json`); every later start, after a
+        crash too, uses the same ones, so clients configured with the address (workers,
+        `MAILSLA_KAFKA`) reconnect by themselves. A recorded port still held (a broker that is
+        dying, connections closing) is waited for up to `port_wait` seconds; still taken
+        after that: PortTaken."""
         if self.running():
             return self.bootstrap()  # type: ignore[return-value]
         jars = ensure_jars()
         self.home.mkdir(parents=True, exist_ok=True)
-        ports = self._ports()
+        ports = self._ports(PORT_WAIT_S if port_wait is None else port_wait)
         props = self._write_config(ports)
         cp = f"{jars}/*"
         if not (self.home / "logs" / "meta.properties").exists():
@@ -150,17 +163,26 @@ class LocalKafka:
         except OSError:
             return ""
 
-    def _ports(self) -> dict[str, int]:
+    def _ports(self, wait_s: float) -> dict[str, int]:
+        """The recorded ports (waiting up to `wait_s` for them to be free), else new ones, recorded."""
         path = self.home / "ports.json"
         try:
-            ports = json.loads(path.read_text())
-            if all(_port_free(p) for p in ports.values()):
+            ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
+            if set(ports) != {"broker", "controller"}:
+                raise ValueError("ports.json: unexpected keys")
+        except (OSError, ValueError, AttributeError):
+            ports = {"broker": _free_port(), "controller": _free_port()}
+            path.write_text(json.dumps(ports))
+            return ports
+        deadline = time.monotonic() + wait_s
+        while True:
+            taken = [p for p in ports.values() if not _port_free(p)]
+            if not taken:
                 return ports
-        except (OSError, ValueError):
-            pass
-        ports = {"broker": _free_port(), "controller": _free_port()}
-        path.write_text(json.dumps(ports))
-        return ports
+            if time.monotonic() >= deadline:
+                raise PortTaken(f"port {taken[0]} (recorded in {path}) is still in use after {wait_s:.0f}s; "
+                                f"stop what holds it (e.g. `ss -ltnp 'sport = :{taken[0]}'`) and run it again")
+            time.sleep(0.5)
 
     def _write_config(self, ports: dict[str, int]) -> Path:
         b, c = ports["broker"], ports["controller"]
@@ -204,7 +226,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a listener could bind it now. SO_REUSEADDR, as the broker's own listener (the JVM sets it):
+    connections of a killed broker left in TIME_WAIT do not count, only a live listener or bound socket."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -89,6 +89,29 @@ class _Collector:
         yield comp
         yield GaugeMetricFamily("mailsla_open_faults", "Open faults and alerts", value=len(s.get("open_faults", [])))
 
+        a = s.get("availability") or {}
+        unavailable = CounterMetricFamily("mailsla_unavailable_seconds", "Unavailable seconds (every attempt "
+                                          "failed server-side; maintenance not counted)", labels=["channel"])
+        for ch, n in (a.get("unavailable_total") or {}).items():
+            unavailable.add_metric([ch], n)
+        yield unavailable
+        ratio = GaugeMetricFamily("mailsla_availability", "Month-to-date availability (event-time month)",
+                                  labels=["channel"])
+        for ch, c in ((a.get("month") or {}).get("channels") or {}).items():
+            ratio.add_metric([ch], c["availability"])
+        yield ratio
+        up = GaugeMetricFamily("mailsla_probe_up", "1 when the target's latest synthetic check passed",
+                               labels=["target"])
+        for target, ok in (a.get("probe_up") or {}).items():
+            up.add_metric([target], ok)
+        yield up
+        crit = GaugeMetricFamily("mailsla_critical_faults_open", "Open critical faults (a channel unavailable, "
+                                 "a probe incident)", labels=["subject"])
+        for x in s.get("open_faults", []):
+            if x.get("kind") == "critical":
+                crit.add_metric([x["message_class"]], 1)
+        yield crit
+
 
 def exposition(settings: Settings, query: Query, snap: dict[str, Any]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)

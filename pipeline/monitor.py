@@ -24,6 +24,7 @@ from typing import Any, Callable
 import orjson
 from mode import Service
 
+from pipeline import availability
 from pipeline import faults as fault_core
 from pipeline.config import Settings
 from pipeline.reports import fault_series_sql, find_faults, public
@@ -50,6 +51,7 @@ class FaultMonitor(Service):
         self.stored: dict[str, dict[str, Any]] | None = None
         self.settled: int | None = None  # a minute every fault enters closed: evaluations start there
         self.open_pending: dict[str, dict[str, Any]] | None = None
+        self.critical_settled: int | None = None  # epoch second the critical rule starts at (None: all)
         self.webhook_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
         self.producer: Any = None
         super().__init__(**kwargs)
@@ -99,10 +101,44 @@ class FaultMonitor(Service):
             settled = fault_core.settled_before(found, max(int(r[1]) for r in rows) - recheck)
             self.settled = max(settled, self.settled or settled)
         changes = fault_core.changes(self.stored, found)
+        changes += fault_core.changes(self.stored, await self.critical())
         changes += await self.oldest_pending()
         if changes:
             await self.announce(changes)
         return changes
+
+    async def critical(self) -> list[dict[str, Any]]:
+        """Critical faults (issue #12) from the stored attempts and probe checks: the pure rule in
+        pipeline.availability. The first round reads the whole history; later rounds start at a
+        second where no channel fault was open and no outage was running, at least RECHECK_MS
+        before the newest event (attempts of a replay may still arrive that late)."""
+        from pipeline.sinks.kafka import group_lag
+
+        policy = self.settings.policy
+        assert policy is not None
+        s = self.settings
+        # attempts arrive in any order (a replay is shuffled): a second looks unavailable until its
+        # last attempt is in, so announce only from complete input (the round is skipped, not lost)
+        if await group_lag(s, s.group_sink, [s.topic_injections, s.topic_probes]) > 0:
+            return []
+        db, since = s.database, self.critical_settled or 0
+
+        def query(sql: str) -> tuple[list[str], list[Any]]:
+            return self.store.query(sql)
+
+        _, rows = await asyncio.to_thread(query, availability.now_sql(db))
+        now_ms = int(rows[0][0]) if rows else 0
+        if now_ms == 0:
+            return []
+        found = await asyncio.to_thread(availability.critical_faults, query, db, policy, since, now_ms)
+        _, rows = await asyncio.to_thread(query, availability.outages_sql(db, since))
+        outages: dict[str, list[tuple[int, int]]] = {}
+        for c, first, last in rows:
+            outages.setdefault(str(c), []).append((int(first), int(last)))
+        channel_found = [f for f in found if str(f["message_class"]).startswith("channel:")]
+        settled = availability.settled_before(channel_found, outages, (now_ms - RECHECK_MS) // 1000, policy)
+        self.critical_settled = max(settled, since)
+        return found
 
     async def oldest_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Alert while the oldest message still waiting (per the policy's classes, campaign by
@@ -148,7 +184,8 @@ class FaultMonitor(Service):
         for event, f in changes:
             fid = fault_core.fault_id(f)
             assert self.stored is not None
-            body = orjson.dumps({"event": event, "fault_id": fid, **public(f)})
+            body = orjson.dumps({"event": event, "fault_id": fid, **public(f),
+                                 **availability.response(self.settings.policy, f)})  # type: ignore[arg-type]
             await self.producer.send_and_wait(self.settings.topic_faults, body, key=fid.encode())
             # announced only once it is on the topic: a failed send is announced again next round
             self.stored[fid] = {"peak_share": f["peak_share"], "resolved_at": f["resolved_at"]}

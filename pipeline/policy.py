@@ -46,6 +46,23 @@ class Maintenance:
     reason: str
 
 
+RESPONSE_TARGETS_MS = {"critical": 2 * 3_600_000, "semi_critical": 4 * 3_600_000, "non_critical": 8 * 3_600_000}
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Availability numbers (issue #12; `availability:` in policy.yaml, each with its source)."""
+
+    channel_target: float = 0.9999
+    probe_target: float = 0.99
+    credit_step_pct: float = 5.0
+    credit_per_s: int = 1800
+    credit_free_share: float = 0.0001
+    credit_cap_pct: float = 100.0
+    critical_open_s: int = 60
+    critical_resolve_s: int = 60
+
+
 @dataclass(frozen=True)
 class Policy:
     threshold_ms: dict[str, int]
@@ -64,6 +81,8 @@ class Policy:
     oldest_pending_ms: dict[str, int] = field(default_factory=dict)  # class -> alert above this age
     clock_ahead_ms: int = 10 * 60_000  # live: a timestamp this far past the wall clock is not trusted
     clock_ahead_replay_ms: int = 72 * 3_600_000  # replay: this far past the trusted event time
+    availability: "Availability" = field(default_factory=lambda: Availability())
+    response_target_ms: dict[str, int] = field(default_factory=lambda: dict(RESPONSE_TARGETS_MS))
 
     @property
     def error_budget(self) -> float:
@@ -119,7 +138,55 @@ def parse(doc: Any) -> Policy:
                                                  *(doc.get("maintenance") or [])]}),
                   oldest_pending_ms={c: duration_ms(v, f"oldest_pending.{c}")
                                      for c, v in (doc.get("oldest_pending") or {}).items() if c in thresholds},
-                  **_clock(doc.get("clock") or {}))
+                  **_clock(doc.get("clock") or {}),
+                  availability=_availability(doc.get("availability") or {}),
+                  response_target_ms=_response_targets(doc.get("response_targets") or {}))
+
+
+def _share(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise PolicyError(f"{key}: must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _whole_seconds(value: Any, key: str) -> int:
+    ms = duration_ms(value, key)
+    if ms % 1000:
+        raise PolicyError(f"{key}: must be whole seconds")
+    return ms // 1000
+
+
+def _availability(doc: Any) -> Availability:
+    if not isinstance(doc, dict):
+        raise PolicyError("availability: expected a mapping")
+    target, credit, critical = doc.get("target") or {}, doc.get("credit") or {}, doc.get("critical") or {}
+    d = Availability()
+    for key, value in (("step_pct", credit.get("step_pct", d.credit_step_pct)),
+                       ("cap_pct", credit.get("cap_pct", d.credit_cap_pct))):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+            raise PolicyError(f"availability.credit.{key}: must be a number in (0, 100], got {value!r}")
+    return Availability(
+        channel_target=_share(target.get("channels", d.channel_target), "availability.target.channels"),
+        probe_target=_share(target.get("probes", d.probe_target), "availability.target.probes"),
+        credit_step_pct=float(credit.get("step_pct", d.credit_step_pct)),
+        credit_per_s=_whole_seconds(credit.get("per", f"{d.credit_per_s}s"), "availability.credit.per"),
+        credit_free_share=_share(credit.get("free_share", d.credit_free_share), "availability.credit.free_share"),
+        credit_cap_pct=float(credit.get("cap_pct", d.credit_cap_pct)),
+        critical_open_s=_whole_seconds(critical.get("open_after", f"{d.critical_open_s}s"),
+                                       "availability.critical.open_after"),
+        critical_resolve_s=_whole_seconds(critical.get("resolve_after", f"{d.critical_resolve_s}s"),
+                                          "availability.critical.resolve_after"))
+
+
+def _response_targets(doc: Any) -> dict[str, int]:
+    if not isinstance(doc, dict):
+        raise PolicyError("response_targets: expected a mapping")
+    out = dict(RESPONSE_TARGETS_MS)
+    for cls, value in doc.items():
+        if cls not in out:
+            raise PolicyError(f"response_targets.{cls}: unknown fault class (critical, semi_critical, non_critical)")
+        out[cls] = duration_ms(value, f"response_targets.{cls}")
+    return out
 
 
 def _clock(doc: Any) -> dict[str, int]:

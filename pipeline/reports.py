@@ -74,6 +74,11 @@ def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = F
     """Faults and alerts from the exact per-minute verdict counts, oldest first."""
     _, rows = query(fault_series_sql(settings.database))
     found = [f for f in find_faults(policy, list(rows)) if kinds == "all" or f["kind"] == kinds]
+    if kinds in ("critical", "all"):
+        from pipeline import availability
+
+        found += availability.critical_faults(query, settings.database, policy)
+        found.sort(key=lambda f: (f["opened_at"], f["kind"]))
     if kinds in ("oldest_pending", "all"):  # state-based: only what the live monitor announced
         _, rows = query(f"SELECT message_class, toUnixTimestamp64Milli(opened_at), toUnixTimestamp64Milli(resolved_at), "
                         f"peak_share FROM {settings.database}.faults FINAL WHERE kind = 'oldest_pending'")
@@ -83,7 +88,9 @@ def faults(settings: Settings, policy: Policy, query: Query, open_only: bool = F
         found.sort(key=lambda f: (f["opened_at"], f["kind"]))
     if open_only:
         found = [f for f in found if f["resolved_at"] is None]
-    return [public(f) for f in found]
+    from pipeline import availability
+
+    return [public(f) | availability.response(policy, f) for f in found]
 
 
 def public(f: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +104,13 @@ def public(f: dict[str, Any]) -> dict[str, Any]:
 def render_faults(found: list[dict[str, Any]]) -> str:
     if not found:
         return "no faults"
+    def detail(f: dict[str, Any]) -> str:
+        if f["kind"] == "critical":  # delayed = unavailable seconds (channel) or failed checks (probe)
+            what = "failed checks" if str(f["message_class"]).startswith("probe:") else "unavailable s"
+            met = {True: "met", False: "MISSED", None: "open"}[f.get("response_met")]
+            return f"{f['delayed']} {what}, response {met}"
+        return f"peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
     return "\n".join(
         f"{f['kind']:<14} {f.get('severity', ''):<13} {f['message_class']:<14} opened {f['opened_at']}  resolved "
-        f"{f['resolved_at'] or 'OPEN':<24}  peak {100 * f['peak_share']:.1f}% ({f['delayed']}/{f['eligible']})"
+        f"{f['resolved_at'] or 'OPEN':<24}  {detail(f)}"
         for f in found)

@@ -102,6 +102,11 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
         c["budget_consumed"] = c["delayed"] / allowed if allowed else 0.0
     snap["month"] = doc
 
+    # availability (issue #12): month to date per channel and probe target
+    from pipeline import availability
+
+    snap["availability"] = availability.live(query, db, policy, month)
+
     # stuck mail and open faults
     _, rows = query(f"SELECT message_class, count(), toUnixTimestamp64Milli(min(accepted_at)) "
                     f"FROM {db}.handling_times_raw FINAL WHERE status = 'overdue' GROUP BY message_class")

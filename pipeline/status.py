@@ -71,7 +71,8 @@ async def lags(settings: Settings) -> tuple[int, int]:
     """(input records the join has not processed, records the sink has not written to ClickHouse)."""
     s = settings
     return (await group_lag(s, s.app_id, [s.topic_accepted, s.topic_ready]),
-            await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance]))
+            await group_lag(s, s.group_sink, [s.topic_results, s.topic_accounts, s.topic_maintenance,
+                                              s.topic_injections, s.topic_probes]))
 
 
 def processes(settings: Settings) -> list[dict[str, Any]]:

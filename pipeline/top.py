@@ -71,7 +71,20 @@ def frame(s: dict[str, Any]) -> Group:
     o = Table("kind", "class", "opened", "peak", title="open faults and alerts")
     for x in s["open_faults"]:
         o.add_row(f"{x['kind']} {x['severity']}", x["message_class"], x["opened_at"], f"{x['peak_share']:.1%}")
-    return Group(head, p, f, m, b, o)
+    a = s.get("availability")
+    if not a:
+        return Group(head, p, f, m, b, o)
+    doc = a["month"]
+    av = Table("channel / probe", "unavailable", "availability", "target", title=f"availability {doc['month']} "
+               f"(credit owed {doc['credit_pct']}%)")
+    for ch, c in doc["channels"].items():
+        av.add_row(ch, f"{c['unavailable_s']} s", Text(f"{c['availability']:.4%}", style=_style(c["met"])),
+                   f"{c['target']:.2%}")
+    for t, c in doc["probes"].items():
+        up = a["probe_up"].get(t)
+        av.add_row(f"probe {t} ({'up' if up else 'DOWN'})", f"{c['downtime_s']} s",
+                   Text(f"{c['availability']:.4%}", style=_style(c["met"] and bool(up))), f"{c['target']:.0%}")
+    return Group(head, p, f, m, b, o, av)
 
 
 def run(get: Callable[[], dict[str, Any]], once: bool = False, every_s: float = 2.0) -> int:

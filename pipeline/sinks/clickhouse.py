@@ -41,6 +41,8 @@ ACCOUNT_COLUMNS = ["account_id", "first_send_at", "rate_limited", "updated_at", 
 WINDOW_COLUMNS = ["window_id", "start_at", "end_at", "reason", "origin", "deleted", "version"]
 FAULT_COLUMNS = ["fault_id", "kind", "severity", "message_class", "opened_at", "resolved_at", "peak_share",
                  "delayed", "eligible", "last_event", "version"]
+INJECTION_COLUMNS = ["attempt_id", "at", "channel", "outcome", "account_id"]
+PROBE_COLUMNS = ["target", "location", "at", "ok", "latency_ms"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Cluster mode (MAILSLA_CLICKHOUSE_CLUSTER): an insert through a Distributed table returns once the
 # rows are on their shard (not queued), on a majority of its replicas, and the revision lookup reads
@@ -252,6 +254,11 @@ class Store:
                                                      for r in rows if r["k"] == "mw"]),
             "faults": (FAULT_COLUMNS, [[r[c] if c not in ("opened_at", "resolved_at") else ts(r[c])
                                         for c in FAULT_COLUMNS] for r in rows if r["k"] == "fault"]),
+            # availability (issue #12): duplicates are absorbed by the views (ddl/003)
+            "injections_raw": (INJECTION_COLUMNS, [[r["attempt_id"], ts(r["at"]), r["channel"], r["outcome"],
+                                                    r["account_id"]] for r in rows if r["k"] == "inj"]),
+            "probes_raw": (PROBE_COLUMNS, [[r["target"], r["location"], ts(r["at"]), int(r["ok"]), r["latency_ms"]]
+                                           for r in rows if r["k"] == "probe"]),
         }
         n = 0
         for table, (cols, data) in plain.items():

@@ -135,6 +135,8 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
         (settings.topic_accounts, {"cleanup.policy": "compact"}),  # latest facts per account
         (settings.topic_maintenance, {"cleanup.policy": "compact"}),  # latest per window id
         (settings.topic_faults, {}),
+        (settings.topic_injections, {}),  # availability inputs, written straight to ClickHouse by the sink
+        (settings.topic_probes, {}),
         *extra,
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=30000,
@@ -162,7 +164,11 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
     """(beginning, end) offsets per partition of existing topics."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
                                 **client_kwargs(settings))
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception:
+        await consumer.stop()  # a consumer that could not start still holds a client: close it
+        raise
     try:
         tps = []
         for t in topics:
@@ -265,7 +271,11 @@ class OffsetProbe:
                 consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
                                             enable_auto_commit=False, auto_offset_reset="earliest",
                                             max_partition_fetch_bytes=64 * 1024, **client_kwargs(self.settings))
-                await consumer.start()
+                try:
+                    await consumer.start()
+                except Exception:
+                    await consumer.stop()  # else every failed try during an outage logs "Unclosed AIOKafkaConsumer"
+                    raise
                 self._consumer = consumer
             consumer = self._consumer
             end = (await consumer.end_offsets([tp]))[tp]

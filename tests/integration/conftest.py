@@ -50,6 +50,8 @@ class Pipeline:
             "MAILSLA_TOPIC_ACCOUNTS": f"t-{tag}.accounts",
             "MAILSLA_TOPIC_MAINTENANCE": f"t-{tag}.maintenance",
             "MAILSLA_TOPIC_FAULTS": f"t-{tag}.faults",
+            "MAILSLA_TOPIC_INJECTIONS": f"t-{tag}.injections",
+            "MAILSLA_TOPIC_PROBES": f"t-{tag}.probes",
             "MAILSLA_PARTITIONS": "4",
             "MAILSLA_IDLE_GRACE_S": "0",
             "MAILSLA_BATCH_MS": "200",

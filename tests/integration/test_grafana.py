@@ -125,7 +125,7 @@ def rows_of(results: dict[str, dict[str, Any]], title: str) -> list[dict[str, An
 def test_the_dashboard_is_valid_and_every_panel_queries_the_provisioned_datasource() -> None:
     d = dashboard()
     assert d["uid"] == "mailsla" and d["title"] == "mailsla — handling time SLA"
-    assert len(d["panels"]) == 5 and len({p["id"] for p in d["panels"]}) == 5
+    assert len(d["panels"]) == 6 and len({p["id"] for p in d["panels"]}) == 6  # 6th: availability (issue #12)
     for p in d["panels"]:
         assert p["datasource"] == {"type": DS_TYPE, "uid": DS_UID}, p["title"]
         assert len(p["targets"]) == 1, p["title"]

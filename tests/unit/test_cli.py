@@ -27,7 +27,11 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("maintenance", "add", "--start", "2026-11-01T02:00:00Z"),
     ("maintenance", "add", "--start", "2026-11-01T02:00:00Z", "--end", "2026-11-01T01:00:00Z"),
     ("maintenance", "add", "--start", "yesterday", "--end", "2026-11-01T01:00:00Z"),
-    ("faults", "--kind", "critical"),
+    ("faults", "--kind", "fatal"),  # critical exists since issue #12
+    ("availability",),
+    ("availability", "--month", "2026-13"),
+    ("availability", "--month", "october"),
+    ("availability", "--month", "2026-10", "--account", ""),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     proc = run(*args)
