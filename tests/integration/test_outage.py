@@ -109,7 +109,8 @@ def test_broker_sigkilled_mid_stream_and_restarted_on_its_port_the_worker_recove
     addr = lk.up()
     p = Pipeline(tmp_path, lk, MAILSLA_KAFKA_SESSION_TIMEOUT_S=str(SESSION_S))
     try:
-        traffic = _traffic(p, tmp_path, 20, 900, 11)
+        # enough input that the join (batched: ~10k events/s) is still working when Kafka goes away
+        traffic = _traffic(p, tmp_path, 80, 900, 11)
         worker = p.start_worker()
         replay_log = tmp_path / "replay.err"
         replay = subprocess.Popen([sys.executable, "-m", "pipeline", "replay", str(traffic)], env=p.env,
@@ -290,7 +291,8 @@ def test_results_kafka_never_took_stop_the_worker_and_a_restart_is_exact(tmp_pat
     addr = lk.up()
     p = Pipeline(tmp_path, lk, MAILSLA_KAFKA_SESSION_TIMEOUT_S=str(SESSION_S), MAILSLA_PRODUCER_TIMEOUT_S="5")
     try:
-        traffic = _traffic(p, tmp_path, 20, 900, 15)
+        # enough input that the join (batched: ~10k events/s) is still working when Kafka goes away
+        traffic = _traffic(p, tmp_path, 80, 900, 15)
         worker = p.start_worker()
         p.cli("replay", str(traffic))
         _wait(lambda: _processed(p) > 2000, 120, "join progress", p)
