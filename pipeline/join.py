@@ -153,6 +153,18 @@ def _expire_at(state: State, policy: JoinPolicy) -> int | None:
     return _since(state, final_at) + policy.retention_ms
 
 
+def expire_at(state: State, policy: JoinPolicy) -> int | None:
+    """The watermark at which a state that has its verdict is dropped (None: not before it is
+    settled); the runtime keeps a finished message's fingerprint until then (`pipeline.dedup`)."""
+    return _expire_at(state, policy)
+
+
+def is_finished(state: State, policy: JoinPolicy, wm: int | None) -> bool:
+    """Both events joined (`on_time` / `late`), no open orphan row: nothing but an identical or
+    conflicting duplicate can change what it says."""
+    return status_of(state, wm, policy) in ("on_time", "late") and state.get("os") != "open"
+
+
 def next_due(state: State, policy: JoinPolicy, wm: int | None) -> int | None:
     """The smallest watermark at which `settle` would change this state."""
     a, r = state.get("a"), state.get("r")

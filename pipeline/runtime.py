@@ -9,7 +9,7 @@ tests drive it with a dict.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, MutableMapping
 
@@ -18,6 +18,7 @@ import orjson
 from pipeline import join
 from pipeline.clock import ClockTrust
 from pipeline.deadlines import Deadlines, Waiting
+from pipeline.dedup import FP_PREFIX, HOUR_MS, MAX_AHEAD_H, Fingerprints, fingerprint, parse_chunk_key
 from pipeline.state import decode, encode
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
@@ -35,6 +36,12 @@ class Partition:
     pending: int = 0
     waiting: Waiting = field(default_factory=Waiting)  # pending messages per class and accepted second
     persisted: int | None = None
+    fps: Fingerprints | None = None  # fingerprints of finished messages (set by JoinRuntime._part)
+    # per input topic, (offset, key) of records that finished a message, in offset order: the state
+    # becomes a fingerprint once that offset is committed (until then a re-processed duplicate
+    # must find the state to re-emit its row)
+    finished: dict[str, deque[tuple[int, bytes]]] = field(default_factory=dict)
+    fp_hour: int | None = None  # watermark hour up to which fingerprint chunks have been expired
 
 
 @dataclass
@@ -64,6 +71,10 @@ class JoinRuntime:
         # which of a partition's input streams still have records the worker has not read; the app
         # sets this from the consumer (highwater vs processed offset); a lagging stream is never quiet
         self.lagging: Callable[[int], frozenset[str] | set[str]] = lambda p: frozenset()
+        # committed(topic, partition): the input topic's committed offset (records below it are never
+        # processed again); None = no tracking, everything counts as committed (unit tests). The app
+        # sets it from its OffsetTracker.
+        self.committed: Callable[[str, int], int | None] = lambda topic, p: None
 
     # -- partitions -------------------------------------------------------
     def reset(self, assigned: set[int] | None = None) -> None:
@@ -83,12 +94,18 @@ class JoinRuntime:
         if part is None:
             part = self.parts[p] = Partition(Watermark(self.s.lateness_ms, self.s.idle_grace_s))
             part.wm.start((ACC, READY), wall)
+            part.fps = Fingerprints(p)
         return part
 
     def _rebuild(self, wall: float) -> list[Out]:
         """One pass over the local table: deadlines, pending counts, watermarks; re-emit open verdicts."""
         out: list[Out] = []
         for key, raw in list(self.table.items()):
+            if key.startswith(FP_PREFIX):
+                p, hour, seq = parse_chunk_key(key)
+                if self._mine(p):
+                    self._part(p, wall).fps.load(hour, seq, raw)  # type: ignore[union-attr]
+                continue
             if key.startswith(WM_PREFIX):
                 p = int(key[len(WM_PREFIX):])
                 if not self._mine(p):
@@ -122,6 +139,8 @@ class JoinRuntime:
                 out += self._results([join.message_row(state, state["sig"][0], self.policy)])
             if state.get("os"):
                 out += self._results([join.orphan_row(state)])
+        for part in self.parts.values():
+            part.fps.loaded()  # type: ignore[union-attr]
         self.stale = False
         return out
 
@@ -157,13 +176,18 @@ class JoinRuntime:
                 part.wm.observe(stream, ts, wall)
             wm = part.wm.advance(wall, lagging=self.lagging(partition))
             raw = self.table.get(mid)
-            state = decode(raw, mid) if raw is not None else None
-            was = self._pending(state, prev)
-            if stream == ACC:
-                step = join.on_accepted(state, ev, wm, self.policy, suspect)  # type: ignore[arg-type]
+            if raw is None and part.fps.seen(fingerprint(mid), None if wm is None else wm // HOUR_MS):  # type: ignore[union-attr]
+                # finished, its row committed, only the fingerprint kept: counted, nothing to emit
+                self.counters[f"duplicate_{stream}"] += 1
+                self.counters["duplicate_fingerprinted"] += 1
             else:
-                step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
-            out += self._apply(partition, part, mid, step, was, raw)
+                state = decode(raw, mid) if raw is not None else None
+                was = self._pending(state, prev)
+                if stream == ACC:
+                    step = join.on_accepted(state, ev, wm, self.policy, suspect)  # type: ignore[arg-type]
+                else:
+                    step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
+                out += self._apply(partition, part, mid, step, was, raw, (topic, offset))
         prev = part.wm.value
         lagging = self.lagging(partition)
         if topic == self.s.topic_ticks:
@@ -171,6 +195,7 @@ class JoinRuntime:
         else:
             wm = part.wm.advance(wall, lagging=lagging)
         out += self._fire(partition, part, prev, wm)
+        self._fingerprint(partition, part)
         if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
             acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
             self.table[WM_PREFIX + str(partition).encode()] = orjson.dumps([wm, acc, ready])
@@ -185,7 +210,9 @@ class JoinRuntime:
         return state["a"][2], state["a"][0]
 
     def _apply(self, p: int, part: Partition, key: bytes, step: join.Step, was: tuple[str, int] | None,
-               old: bytes | None) -> list[Out]:
+               old: bytes | None, src: tuple[str, int] | None = None) -> list[Out]:
+        """Write the state the join core decided, schedule it, count it. `src` is the input record
+        (topic, offset) being processed; None when the watermark settled the state."""
         self.counters.update(step.counters)
         wm = part.wm.value
         now = None
@@ -197,9 +224,10 @@ class JoinRuntime:
             new = encode(step.state)
             if new != old:
                 self.table[key] = new
-                due = join.next_due(step.state, self.policy, wm)
-                if due is not None:
-                    part.deadlines.push(due, key)
+                if src is not None and self._convertible(step.state, wm):
+                    part.finished.setdefault(src[0], deque()).append((src[1], key))
+                else:
+                    self._schedule(part, key, step.state, wm)
             now = self._pending(step.state, wm)
         if now != was:
             if was is not None:
@@ -208,6 +236,54 @@ class JoinRuntime:
                 part.waiting.add(*now)
         part.pending += int(now is not None) - int(was is not None)
         return self._results(step.rows)
+
+    def _schedule(self, part: Partition, key: bytes, state: join.State, wm: int | None) -> None:
+        due = join.next_due(state, self.policy, wm)
+        if due is not None:
+            part.deadlines.push(due, key)
+
+    def _convertible(self, state: join.State, wm: int | None) -> bool:
+        """A finished message whose fingerprint can stand for it (its expiry hour can be tagged)."""
+        if wm is None or not join.is_finished(state, self.policy, wm):
+            return False
+        end = join.expire_at(state, self.policy)
+        return end is not None and end // HOUR_MS - wm // HOUR_MS <= MAX_AHEAD_H
+
+    def _fingerprint(self, p: int, part: Partition) -> None:
+        """Replace finished states by fingerprints once the input record that finished each one is
+        committed: from then on that record is never processed again, so its row is in the results
+        topic for good and a duplicate needs to be counted only. Runs in the stream context of a
+        record of partition `p` (the table writes go to its changelog partition). The chunk is
+        written before the states are deleted: a crash in between leaves both, never neither.
+        Also drops the chunks of hours the watermark has passed."""
+        wm = part.wm.value
+        fps = part.fps
+        assert fps is not None
+        batch: dict[bytes, tuple[int, int]] = {}
+        for topic, queue in part.finished.items():
+            done = self.committed(topic, p)
+            while queue and (done is None or queue[0][0] < done):
+                _, key = queue.popleft()
+                raw = self.table.get(key)
+                if raw is None or key in batch:
+                    continue
+                state = decode(raw, key)
+                if not self._convertible(state, wm):
+                    self._schedule(part, key, state, wm)
+                    continue
+                batch[key] = (fingerprint(key), join.expire_at(state, self.policy) // HOUR_MS)  # type: ignore[operator]
+        now_h = None if wm is None else wm // HOUR_MS
+        if batch:
+            for chunk_key, value in fps.add(batch.values(), now_h):
+                self.table[chunk_key] = value
+            for key in batch:
+                del self.table[key]
+            self.counters["fingerprinted"] += len(batch)
+        if now_h is not None and (part.fp_hour is None or now_h > part.fp_hour):
+            part.fp_hour = now_h
+            for chunk_key in fps.expire(now_h):
+                if chunk_key in self.table:
+                    del self.table[chunk_key]
 
     def _fire(self, p: int, part: Partition, prev: int | None, wm: int | None) -> list[Out]:
         """Settle every state whose next due time the watermark has reached."""
@@ -259,6 +335,7 @@ class JoinRuntime:
             "oldest_pending_accepted_at": self.oldest_pending(),
             "pending_messages": sum(p.pending for p in self.parts.values()),
             "scheduled": sum(len(p.deadlines) for p in self.parts.values()),
+            "fingerprints": sum(len(p.fps) for p in self.parts.values() if p.fps is not None),
             "watermarks": {str(k): v.wm.value for k, v in sorted(self.parts.items())},
             "counters": dict(self.counters),
             "clock_suspects": self.trust.snapshot(),
