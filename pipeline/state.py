@@ -7,7 +7,9 @@ A state used to be the orjson of its dict (~110 B for a waiting message). Now it
 is version byte 0x01, a 16-bit field mask, then the present fields
 struct-packed: timestamps as int64 (queue-ready and first-seen watermark as
 32-bit differences from the accepted time when they fit), enums (class, priority, source, status) as
-one byte with an escape for any other string, short strings length-prefixed.
+one byte with an escape for any other string, short strings length-prefixed;
+the accepted event's descriptors (class, priority, source, account, MTA, client
+error) come last, and are cached both ways as a whole (few distinct values).
 A waiting message takes ~37 B. The message id is not stored: it is the table
 key, and `decode` puts it back.
 
@@ -72,6 +74,30 @@ def _int(out: bytearray, v: Any, st: struct.Struct = _I64) -> None:
         raise _Unfit from None
 
 
+_SEGMENTS: dict[tuple[Any, ...], bytes] = {}  # accepted descriptors -> encoded (few distinct: cached)
+_FIELDS: dict[bytes, tuple[str, ...]] = {}  # and back
+_CACHE_MAX = 8192
+
+
+def _segment(a: list[Any]) -> bytes:
+    """Class, priority, source, account, MTA, client error of an accepted event, encoded."""
+    k = (a[1], a[2], a[3], a[4], a[5], a[6] if len(a) > 6 else "")  # 0.1 states have 6: "" is meant
+    seg = _SEGMENTS.get(k)
+    if seg is None:
+        out = bytearray()
+        _enum(out, k[1], _CLASSES)
+        _enum(out, k[2], _PRIORITIES)
+        _enum(out, k[3], _SOURCES)
+        _str(out, k[0])
+        _str(out, k[4])
+        _str(out, k[5])
+        seg = bytes(out)
+        if len(_SEGMENTS) >= _CACHE_MAX:
+            _SEGMENTS.clear()
+        _SEGMENTS[k] = seg
+    return seg
+
+
 def _compact(state: dict[str, Any]) -> bytes:
     if not _KNOWN.issuperset(state):
         raise _Unfit
@@ -82,20 +108,15 @@ def _compact(state: dict[str, Any]) -> bytes:
         mask |= _P
         _int(out, p, _U16)
     a = state.get("a")
+    base = None
     if a is not None:
         if not isinstance(a, list) or len(a) not in (6, 7):
             raise _Unfit
         mask |= _A
-        _int(out, a[0])
-        _enum(out, a[2], _CLASSES)
-        _enum(out, a[3], _PRIORITIES)
-        _enum(out, a[4], _SOURCES)
-        _str(out, a[1])
-        _str(out, a[5])
-        _str(out, a[6] if len(a) > 6 else "")  # states written before 0.2 have 6: "" is what they meant
-    # r and sw as 32-bit differences from the accepted time (r: from sw's base) when they fit
+        base = a[0]
+        _int(out, base)
+    # r and sw as 32-bit differences from the accepted time (sw: from r without one) when they fit
     r = state.get("r")
-    base = a[0] if a is not None else None
     if r is not None:
         mask |= _R
         if base is not None and type(r) is int and _I32_MIN <= r - base <= _I32_MAX:
@@ -154,6 +175,8 @@ def _compact(state: dict[str, Any]) -> bytes:
     if rev is not None:
         mask |= _REV
         _int(out, rev, _U32)
+    if a is not None:  # last: a decoder finds it as the tail
+        out += _segment(a)
     _HEAD.pack_into(out, 0, VERSION, mask)
     return bytes(out)
 
@@ -198,13 +221,7 @@ def decode(raw: bytes, key: bytes) -> dict[str, Any]:
         a0 = None
         if mask & _A:
             a0 = _I64.unpack_from(raw, i)[0]
-            cls, i = _renum(raw, i + 8, _CLASSES)
-            prio, i = _renum(raw, i, _PRIORITIES)
-            src, i = _renum(raw, i, _SOURCES)
-            account, i = _rstr(raw, i)
-            mta, i = _rstr(raw, i)
-            err, i = _rstr(raw, i)
-            state["a"] = [a0, account, cls, prio, src, mta, err]
+            i += 8
         for bit, narrow, name in ((_R, _R32, "r"), (_SW, _SW32, "sw")):
             if mask & bit:
                 if mask & narrow:
@@ -245,6 +262,25 @@ def decode(raw: bytes, key: bytes) -> dict[str, Any]:
         if mask & _REV:
             state["rev"] = _U32.unpack_from(raw, i)[0]
             i += 4
+        if mask & _A:
+            seg = raw[i:]
+            fields = _FIELDS.get(seg)
+            if fields is None:
+                cls, j = _renum(seg, 0, _CLASSES)
+                prio, j = _renum(seg, j, _PRIORITIES)
+                src, j = _renum(seg, j, _SOURCES)
+                account, j = _rstr(seg, j)
+                mta, j = _rstr(seg, j)
+                err, j = _rstr(seg, j)
+                if j != len(seg):
+                    raise ValueError(f"join state of {key!r}: corrupt accepted fields")
+                fields = (account, cls, prio, src, mta, err)
+                if len(_FIELDS) >= _CACHE_MAX:
+                    _FIELDS.clear()
+                _FIELDS[seg] = fields
+            state["a"] = [a0, *fields]
+        elif i != len(raw):
+            raise ValueError(f"join state of {key!r}: trailing bytes")
     except (IndexError, struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"join state of {key!r}: truncated or corrupt ({exc})") from None
     return state
