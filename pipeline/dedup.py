@@ -19,8 +19,8 @@ Collisions: two different ids share a fingerprint with probability ~n/2^64 per n
 (n fingerprints kept): with 10^8 kept, about one message in 10^11 would wrongly be
 taken for a duplicate. We accept that.
 
-Runs inside `JoinRuntime.handle`, pure (no Kafka): `add` and `expire` return the table
-writes and deletions for the caller to make.
+Runs inside `JoinRuntime.handle`, pure (no Kafka): `convert` works on any mutable mapping
+standing for the table.
 """
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ import hashlib
 import sys
 from array import array
 from bisect import bisect_left
-from typing import Iterable
+from collections import deque
+from typing import Callable, Iterable, MutableMapping
+
+from pipeline import join
+from pipeline.state import decode
 
 FP_PREFIX = b"\x00fp:"
 HOUR_MS = 3_600_000
@@ -72,6 +76,7 @@ class Fingerprints:
         self.chunks: dict[int, int] = {}  # hour -> number of chunks written for it
         self.open: dict[int, array] = {}  # hour -> fingerprints of its last, not yet full chunk
         self.count = 0
+        self.expired_h: int | None = None  # watermark hour up to which chunks were expired
 
     def __len__(self) -> int:
         return self.count
@@ -157,6 +162,53 @@ class Fingerprints:
             del self.chunks[h]
             self.open.pop(h, None)
         return keys
+
+
+def convertible(state: join.State, policy: join.JoinPolicy, wm: int | None) -> bool:
+    """A finished message whose fingerprint can stand for it (its expiry hour can be tagged)."""
+    if wm is None or not join.is_finished(state, policy, wm):
+        return False
+    end = join.expire_at(state, policy)
+    return end is not None and end // HOUR_MS - wm // HOUR_MS <= MAX_AHEAD_H
+
+
+def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: dict[str, deque[tuple[int, bytes]]],
+            committed: Callable[[str], int | None], policy: join.JoinPolicy, wm: int | None,
+            schedule: Callable[[bytes, join.State], None]) -> int:
+    """Replace finished states by fingerprints once the input record that finished each one is
+    committed (`finished`: per input topic, (offset, key) in offset order; `committed(topic)`:
+    the committed offset, None = everything). From then on that record is never processed again,
+    so its row is in the results topic for good and a duplicate only needs counting. Before,
+    a re-processed record must find the state to write the row again (a crash between the
+    changelog and the results write). The chunk is written before the states are deleted: a
+    crash in between leaves both, never neither. A state that changed so that it no longer
+    qualifies goes back to `schedule`. Also deletes the chunks of hours `wm` has passed.
+    Returns how many states became fingerprints."""
+    batch: dict[bytes, tuple[int, int]] = {}
+    for topic, queue in finished.items():
+        done = committed(topic)
+        while queue and (done is None or queue[0][0] < done):
+            _, key = queue.popleft()
+            raw = table.get(key)
+            if raw is None or key in batch:
+                continue
+            state = decode(raw, key)
+            if not convertible(state, policy, wm):
+                schedule(key, state)
+                continue
+            batch[key] = (fingerprint(key), join.expire_at(state, policy) // HOUR_MS)  # type: ignore[operator]
+    now_h = None if wm is None else wm // HOUR_MS
+    if batch:
+        for chunk_key, value in fps.add(batch.values(), now_h):
+            table[chunk_key] = value
+        for key in batch:
+            del table[key]
+    if now_h is not None and (fps.expired_h is None or now_h > fps.expired_h):
+        fps.expired_h = now_h
+        for chunk_key in fps.expire(now_h):
+            if chunk_key in table:
+                del table[chunk_key]
+    return len(batch)
 
 
 def parse_chunk_key(key: bytes) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ import orjson
 from pipeline import join
 from pipeline.clock import ClockTrust
 from pipeline.deadlines import Deadlines, Waiting
-from pipeline.dedup import FP_PREFIX, HOUR_MS, MAX_AHEAD_H, Fingerprints, fingerprint, parse_chunk_key
+from pipeline.dedup import FP_PREFIX, HOUR_MS, Fingerprints, convert, convertible, fingerprint, parse_chunk_key
 from pipeline.state import decode, encode
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
@@ -41,7 +41,6 @@ class Partition:
     # becomes a fingerprint once that offset is committed (until then a re-processed duplicate
     # must find the state to re-emit its row)
     finished: dict[str, deque[tuple[int, bytes]]] = field(default_factory=dict)
-    fp_hour: int | None = None  # watermark hour up to which fingerprint chunks have been expired
 
 
 @dataclass
@@ -224,7 +223,7 @@ class JoinRuntime:
             new = encode(step.state)
             if new != old:
                 self.table[key] = new
-                if src is not None and self._convertible(step.state, wm):
+                if src is not None and convertible(step.state, self.policy, wm):
                     part.finished.setdefault(src[0], deque()).append((src[1], key))
                 else:
                     self._schedule(part, key, step.state, wm)
@@ -242,48 +241,14 @@ class JoinRuntime:
         if due is not None:
             part.deadlines.push(due, key)
 
-    def _convertible(self, state: join.State, wm: int | None) -> bool:
-        """A finished message whose fingerprint can stand for it (its expiry hour can be tagged)."""
-        if wm is None or not join.is_finished(state, self.policy, wm):
-            return False
-        end = join.expire_at(state, self.policy)
-        return end is not None and end // HOUR_MS - wm // HOUR_MS <= MAX_AHEAD_H
-
     def _fingerprint(self, p: int, part: Partition) -> None:
-        """Replace finished states by fingerprints once the input record that finished each one is
-        committed: from then on that record is never processed again, so its row is in the results
-        topic for good and a duplicate needs to be counted only. Runs in the stream context of a
-        record of partition `p` (the table writes go to its changelog partition). The chunk is
-        written before the states are deleted: a crash in between leaves both, never neither.
-        Also drops the chunks of hours the watermark has passed."""
-        wm = part.wm.value
-        fps = part.fps
-        assert fps is not None
-        batch: dict[bytes, tuple[int, int]] = {}
-        for topic, queue in part.finished.items():
-            done = self.committed(topic, p)
-            while queue and (done is None or queue[0][0] < done):
-                _, key = queue.popleft()
-                raw = self.table.get(key)
-                if raw is None or key in batch:
-                    continue
-                state = decode(raw, key)
-                if not self._convertible(state, wm):
-                    self._schedule(part, key, state, wm)
-                    continue
-                batch[key] = (fingerprint(key), join.expire_at(state, self.policy) // HOUR_MS)  # type: ignore[operator]
-        now_h = None if wm is None else wm // HOUR_MS
-        if batch:
-            for chunk_key, value in fps.add(batch.values(), now_h):
-                self.table[chunk_key] = value
-            for key in batch:
-                del self.table[key]
-            self.counters["fingerprinted"] += len(batch)
-        if now_h is not None and (part.fp_hour is None or now_h > part.fp_hour):
-            part.fp_hour = now_h
-            for chunk_key in fps.expire(now_h):
-                if chunk_key in self.table:
-                    del self.table[chunk_key]
+        """Finished states whose finishing record is committed become fingerprints; chunks of hours
+        the watermark has passed go. Runs in the stream context of a record of partition `p`, so
+        the table writes go to its changelog partition (`pipeline.dedup.convert`)."""
+        n = convert(self.table, part.fps, part.finished, lambda topic: self.committed(topic, p),  # type: ignore[arg-type]
+                    self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value))
+        if n:
+            self.counters["fingerprinted"] += n
 
     def _fire(self, p: int, part: Partition, prev: int | None, wm: int | None) -> list[Out]:
         """Settle every state whose next due time the watermark has reached."""

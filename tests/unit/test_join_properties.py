@@ -84,7 +84,7 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
             late = [i for i in range(1, len(q)) if q[i] == q[i - 1] and rnd.random() < 0.5]
             q[:] = [e for i, e in enumerate(q) if i not in late] + [q[i] for i in late]
         if acc_q and rdy_q:
-            wm_end[p] = min(acc_q[-1][0], rdy_q[-1][0])
+            wm_end[p] = min(max(e[0] for e in acc_q), max(e[0] for e in rdy_q))
         while acc_q or rdy_q:  # an arbitrary interleaving of the two topics
             take_acc = acc_q and (not rdy_q or rnd.random() < 0.5)
             topic, (_, raw) = (s.topic_accepted, acc_q.pop(0)) if take_acc else (s.topic_ready, rdy_q.pop(0))
