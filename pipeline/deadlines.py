@@ -20,6 +20,7 @@ import heapq
 from array import array
 
 BUCKET_MS = 10_000
+_GONE = b""  # a discarded entry (no state has the empty key)
 
 
 class Deadlines:
@@ -47,6 +48,21 @@ class Deadlines:
         bucket[0].append(due)
         bucket[1].append(key)
 
+    def discard(self, due: int, key: bytes) -> bool:
+        """Forget `key`'s entry at `due` if it is still in a bucket (not yet reached), so the
+        bucket stops keeping the key object alive: for a state replaced by a fingerprint, whose
+        deadline (30 min, 12 h for campaigns) would otherwise hold its key until it passed.
+        Costs a scan of that bucket (identity comparisons)."""
+        bucket = self.buckets.get(due // BUCKET_MS)
+        if bucket is None:
+            return False
+        try:
+            i = bucket[1].index(key)
+        except ValueError:
+            return False
+        bucket[1][i] = _GONE
+        return True
+
     def pop_due(self, wm: int) -> bytes | None:
         """The key of an entry due at or before `wm` (smallest due first), or None."""
         while True:
@@ -58,7 +74,8 @@ class Deadlines:
             dues, keys = self.buckets.pop(b)
             self.active_below = b + 1
             for entry in zip(dues, keys):
-                heapq.heappush(self.active, entry)
+                if entry[1] is not _GONE:
+                    heapq.heappush(self.active, entry)
 
     def first_due(self) -> int | None:
         """The smallest due time scheduled (None: nothing)."""

@@ -174,7 +174,8 @@ def convertible(state: join.State, policy: join.JoinPolicy, wm: int | None) -> b
 
 def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: dict[str, deque[tuple[int, bytes]]],
             committed: Callable[[str], int | None], policy: join.JoinPolicy, wm: int | None,
-            schedule: Callable[[bytes, join.State], None]) -> int:
+            schedule: Callable[[bytes, join.State], None],
+            unschedule: Callable[[bytes, join.State], None] = lambda key, state: None) -> int:
     """Replace finished states by fingerprints once the input record that finished each one is
     committed (`finished`: per input topic, (offset, key) in offset order; `committed(topic)`:
     the committed offset, None = everything). From then on that record is never processed again,
@@ -182,7 +183,8 @@ def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: di
     a re-processed record must find the state to write the row again (a crash between the
     changelog and the results write). The chunk is written before the states are deleted: a
     crash in between leaves both, never neither. A state that changed so that it no longer
-    qualifies goes back to `schedule`. Also deletes the chunks of hours `wm` has passed.
+    qualifies goes back to `schedule`; one that goes has its stale deadline entries dropped
+    (`unschedule`). Also deletes the chunks of hours `wm` has passed.
     Returns how many states became fingerprints."""
     batch: dict[bytes, tuple[int, int]] = {}
     for topic, queue in finished.items():
@@ -197,6 +199,7 @@ def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: di
                 schedule(key, state)
                 continue
             batch[key] = (fingerprint(key), join.expire_at(state, policy) // HOUR_MS)  # type: ignore[operator]
+            unschedule(key, state)
     now_h = None if wm is None else wm // HOUR_MS
     if batch:
         for chunk_key, value in fps.add(batch.values(), now_h):

@@ -246,7 +246,8 @@ class JoinRuntime:
         the watermark has passed go. Runs in the stream context of a record of partition `p`, so
         the table writes go to its changelog partition (`pipeline.dedup.convert`)."""
         n = convert(self.table, part.fps, part.finished, lambda topic: self.committed(topic, p),  # type: ignore[arg-type]
-                    self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value))
+                    self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value),
+                    lambda key, state: [part.deadlines.discard(d, key) for d in join.earlier_dues(state, self.policy)])
         if n:
             self.counters["fingerprinted"] += n
 

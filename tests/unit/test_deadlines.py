@@ -45,3 +45,14 @@ def test_oldest_pending_is_kept_to_the_second_and_forgotten_when_the_last_one_go
     w.remove("campaign", 5_001)  # never counted twice below zero
     w.remove("campaign", 9_000)
     assert w.oldest("campaign") is None and w.counts["campaign"] == {}
+
+
+def test_a_discarded_entry_is_never_popped_and_releases_its_key() -> None:
+    dl = Deadlines()
+    key = b"k-" + b"1" * 20
+    dl.push(5 * BUCKET_MS + 3, key)
+    dl.push(5 * BUCKET_MS + 4, b"other")
+    assert dl.discard(5 * BUCKET_MS + 3, key) and not dl.discard(5 * BUCKET_MS + 3, key)
+    assert not dl.discard(9 * BUCKET_MS, key)  # no such bucket
+    assert all(k is not key for _, keys in dl.buckets.values() for k in keys)
+    assert dl.pop_due(6 * BUCKET_MS) == b"other" and dl.pop_due(6 * BUCKET_MS) is None

@@ -128,3 +128,16 @@ def test_fingerprint_chunks_fill_up_and_load_back_exactly() -> None:
     assert not again.seen(fingerprint(b"other"), 99)
     assert again.seen(fingerprint(ids[0]), 100) and not again.seen(fingerprint(ids[0]), 101)  # hour 100 passed
     assert sorted(again.expire(101)) == sorted(k for k in table if b":100:" in k)
+
+
+def test_a_fingerprinted_campaign_message_leaves_no_key_in_the_deadline_buckets() -> None:
+    """Its 12 h deadline entry would otherwise keep the key object alive for 12 h."""
+    s = settings()
+    rt = JoinRuntime(s, {})
+    feed = Feed(rt)
+    raw = orjson.dumps({"message_id": "camp", "account_id": "a", "message_class": "campaign",
+                        "accepted_at": format_ts(T0)})
+    feed(s.topic_accepted, raw)
+    feed(s.topic_ready, rdy("camp", T0 + 5000))
+    assert rt.counters["fingerprinted"] == 1
+    assert all(k != b"camp" for _, keys in rt.parts[0].deadlines.buckets.values() for k in keys)
