@@ -181,8 +181,50 @@ def _compact(state: dict[str, Any]) -> bytes:
     return bytes(out)
 
 
+_WAITING = struct.Struct("<BHHqi")  # the shapes nearly every state has, packed in one call
+_OVERDUE = struct.Struct("<BHHqiBBI")
+_DONE = struct.Struct("<BHHqiiBBI")
+_FAST_KEYS = {"id", "a", "r", "sw", "p", "sig", "rev"}
+_M_WAITING = _P | _A | _SW | _SW32
+_M_OVERDUE = _M_WAITING | _SIG | _REV
+_M_DONE = _M_OVERDUE | _R | _R32
+
+
+def _fast(state: dict[str, Any]) -> bytes | None:
+    """Waiting, overdue and joined states as `_compact` writes them, faster; None: not one."""
+    if not _FAST_KEYS.issuperset(state):
+        return None
+    a, r, sw, sig = state.get("a"), state.get("r"), state.get("sw"), state.get("sig")
+    p = state.get("p")
+    if a is None or p is None or sw is None or len(a) != 7 or type(a[0]) is not int or type(sw) is not int:
+        return None
+    a0 = a[0]
+    if sig is None:
+        if r is not None or "rev" in state:
+            return None
+        return _WAITING.pack(VERSION, _M_WAITING, p, a0, sw - a0) + _segment(a)
+    rev = state.get("rev")
+    if len(sig) != 3 or sig[1] != a0 or type(sig[1]) is not int or rev is None or sig[0] not in _STATUSES:
+        return None
+    status = _STATUSES.index(sig[0])
+    if r is None:
+        if sig[2] is not None:
+            return None
+        return _OVERDUE.pack(VERSION, _M_OVERDUE, p, a0, sw - a0, status, 0, rev) + _segment(a)
+    if type(r) is not int or sig[2] not in (None, r):
+        return None
+    mode = 0 if sig[2] is None else 2
+    return _DONE.pack(VERSION, _M_DONE, p, a0, r - a0, sw - a0, status, mode, rev) + _segment(a)
+
+
 def encode(state: dict[str, Any]) -> bytes:
     """The table value for `state` (compact; JSON when the compact format cannot hold it)."""
+    try:
+        fast = _fast(state)
+        if fast is not None:
+            return fast
+    except (struct.error, TypeError, _Unfit):
+        pass  # out of range for the fast shapes: the general encoder decides
     try:
         return _compact(state)
     except _Unfit:

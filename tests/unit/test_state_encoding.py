@@ -99,3 +99,27 @@ def test_a_worker_restarted_on_a_table_of_json_states_gives_the_same_rows() -> N
     feed(rt, s.topic_accepted, acc("j3", T0 + 40 * MIN))
     feed(rt, s.topic_ready, orjson.dumps({"message_id": "j3", "ready_at": format_ts(T0 + 41 * MIN)}))
     assert rows == {"j1": [("overdue", 1)], "j2": [("on_time", 1)], "j3": [("on_time", 1)]}
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(event, min_size=1, max_size=6), st.sampled_from(["transactional", "campaign"]))
+def test_the_fast_encoder_writes_exactly_what_the_general_one_writes(events, cls) -> None:
+    from pipeline.state import _compact, _fast
+
+    state, wm = None, None
+    for kind, t, suspect in events:
+        wm = T0 + t if wm is None else max(wm, T0 + t)
+        if kind == "acc":
+            step = join.on_accepted(state, Accepted("m-2", "acct", cls, T0 + t), wm, P, suspect)
+        elif kind == "rdy":
+            step = join.on_ready(state, QueueReady("m-2", T0 + t), wm, P, 0, suspect)
+        elif state is not None:
+            step = join.settle(state, wm, P)
+        else:
+            continue
+        state = step.state
+        if state is None:
+            continue
+        state["p"] = 2
+        fast = _fast(state)
+        assert fast is None or fast == _compact(state)
