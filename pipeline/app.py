@@ -229,6 +229,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         return out
 
     runtime.lagging = lagging
+    # finished states become fingerprints only once the record that finished them is committed
+    runtime.committed = lambda topic, partition: tracker.committed.get(TP(topic, partition), -1)
     app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
 
     probe = OffsetProbe(s)

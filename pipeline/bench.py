@@ -135,7 +135,7 @@ def run(settings: Settings, events: int, as_json: bool = False) -> int:
             lk.down()
     sink = _sink_rows_per_s(s, 100_000)
     say(f"  sink alone    {sink:,.0f} rows/s into the embedded engine with the aggregate views (100k rows)")
-    state = _state_bytes(s, 20_000)
+    state = _state_bytes(s, 100_000)
     best = max(runs.values(), key=lambda r: r["eps"])
     result = {
         "events": produced, "produce_eps": produce_rate, "ceiling_eps": ceiling, "faust_noop_eps": noop,
@@ -246,10 +246,11 @@ def _sink_measure(s: Settings, n: int, q: Any) -> None:
 
 
 def _state_bytes(s: Settings, n: int) -> dict[str, float]:
-    """Serialized join state per message (statebench, memory store): pending and finished."""
-    from pipeline.statebench import measure_bytes
+    """Join state per message (statebench, memory store, RSS): pending and finished."""
+    from pipeline.statebench import measure
 
-    return {"pending": measure_bytes(s, n, finish=False), "finished": measure_bytes(s, n, finish=True)}
+    m = measure(s, n)
+    return {"pending": m["state_bytes_per_pending"], "finished": m["state_bytes_per_finished"]}
 
 
 def _pipeline_run(s: Settings, env: dict[str, str], layout: list[list[str]], produced: int,

@@ -153,6 +153,31 @@ def _expire_at(state: State, policy: JoinPolicy) -> int | None:
     return _since(state, final_at) + policy.retention_ms
 
 
+def expire_at(state: State, policy: JoinPolicy) -> int | None:
+    """The watermark at which a state that has its verdict is dropped (None: not before it is
+    settled); the runtime keeps a finished message's fingerprint until then (`pipeline.dedup`)."""
+    return _expire_at(state, policy)
+
+
+def is_finished(state: State, policy: JoinPolicy, wm: int | None) -> bool:
+    """Both events joined (`on_time` / `late`), no open orphan row: nothing but an identical or
+    conflicting duplicate can change what it says."""
+    return status_of(state, wm, policy) in ("on_time", "late") and state.get("os") != "open"
+
+
+def earlier_dues(state: State, policy: JoinPolicy) -> list[int]:
+    """Every due time `next_due` may have given this state before it finished (deadline,
+    never-ready horizon, orphan grace, orphan expiry): where stale schedule entries can be."""
+    a, r = state.get("a"), state.get("r")
+    dues = []
+    if a is not None:
+        dues += [a[0] + policy.threshold_ms[a[2]] + 1, a[0] + policy.never_ready_ms + 1]
+    if r is not None:
+        since = _since(state, r) + policy.orphan_grace_ms
+        dues += [since + 1, since + policy.retention_ms]
+    return dues
+
+
 def next_due(state: State, policy: JoinPolicy, wm: int | None) -> int | None:
     """The smallest watermark at which `settle` would change this state."""
     a, r = state.get("a"), state.get("r")

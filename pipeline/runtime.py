@@ -1,4 +1,4 @@
-"""Per-worker join runtime: watermarks, deadline heaps and the state table.
+"""Per-worker join runtime: watermarks, deadline schedules and the state table.
 
 Called by the Faust agent for every record of the partitions this worker
 owns, inside the record's stream context (so table writes go to the right
@@ -8,9 +8,8 @@ tests drive it with a dict.
 """
 from __future__ import annotations
 
-import heapq
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, MutableMapping
 
@@ -18,6 +17,9 @@ import orjson
 
 from pipeline import join
 from pipeline.clock import ClockTrust
+from pipeline.deadlines import Deadlines, Waiting
+from pipeline.dedup import FP_PREFIX, HOUR_MS, Fingerprints, convert, convertible, fingerprint, parse_chunk_key
+from pipeline.state import decode, encode
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
 from pipeline.sinks.kafka import dead_letter, dead_letter_key
@@ -30,11 +32,15 @@ ACC, READY = "accepted", "ready"
 @dataclass
 class Partition:
     wm: Watermark
-    heap: list[tuple[int, bytes]] = field(default_factory=list)
+    deadlines: Deadlines = field(default_factory=Deadlines)
     pending: int = 0
-    # (accepted_at, key) per class of messages that became pending; stale entries are dropped lazily
-    waiting: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: {"transactional": [], "campaign": []})
+    waiting: Waiting = field(default_factory=Waiting)  # pending messages per class and accepted second
     persisted: int | None = None
+    fps: Fingerprints | None = None  # fingerprints of finished messages (set by JoinRuntime._part)
+    # per input topic, (offset, key) of records that finished a message, in offset order: the state
+    # becomes a fingerprint once that offset is committed (until then a re-processed duplicate
+    # must find the state to re-emit its row)
+    finished: dict[str, deque[tuple[int, bytes]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,10 +70,14 @@ class JoinRuntime:
         # which of a partition's input streams still have records the worker has not read; the app
         # sets this from the consumer (highwater vs processed offset); a lagging stream is never quiet
         self.lagging: Callable[[int], frozenset[str] | set[str]] = lambda p: frozenset()
+        # committed(topic, partition): the input topic's committed offset (records below it are never
+        # processed again); None = no tracking, everything counts as committed (unit tests). The app
+        # sets it from its OffsetTracker.
+        self.committed: Callable[[str, int], int | None] = lambda topic, p: None
 
     # -- partitions -------------------------------------------------------
     def reset(self, assigned: set[int] | None = None) -> None:
-        """Partitions were reassigned: rebuild heaps from the table on the next record.
+        """Partitions were reassigned: rebuild schedules from the table on the next record.
 
         `assigned` are this worker's partitions now; the memory store keeps the states of
         partitions that moved to another worker, and those must not be scheduled here."""
@@ -83,12 +93,18 @@ class JoinRuntime:
         if part is None:
             part = self.parts[p] = Partition(Watermark(self.s.lateness_ms, self.s.idle_grace_s))
             part.wm.start((ACC, READY), wall)
+            part.fps = Fingerprints(p)
         return part
 
     def _rebuild(self, wall: float) -> list[Out]:
-        """One pass over the local table: heaps, pending counts, watermarks; re-emit open verdicts."""
+        """One pass over the local table: deadlines, pending counts, watermarks; re-emit open verdicts."""
         out: list[Out] = []
         for key, raw in list(self.table.items()):
+            if key.startswith(FP_PREFIX):
+                p, hour, seq = parse_chunk_key(key)
+                if self._mine(p):
+                    self._part(p, wall).fps.load(hour, seq, raw)  # type: ignore[union-attr]
+                continue
             if key.startswith(WM_PREFIX):
                 p = int(key[len(WM_PREFIX):])
                 if not self._mine(p):
@@ -103,25 +119,27 @@ class JoinRuntime:
                         self.trust.seen(m)
                 continue
         for key, raw in list(self.table.items()):
-            if key.startswith(WM_PREFIX):
+            if key.startswith(b"\x00"):
                 continue
-            state = orjson.loads(raw)
+            state = decode(raw, key)
             if not self._mine(state["p"]):
                 continue
             part = self._part(state["p"], wall)
             wm = part.wm.value
             due = join.next_due(state, self.policy, wm)
             if due is not None:
-                heapq.heappush(part.heap, (due, key))
+                part.deadlines.push(due, key)
             if join.is_pending(state, self.policy, wm):
                 part.pending += 1
-                heapq.heappush(part.waiting[state["a"][2]], (state["a"][0], key))
+                part.waiting.add(state["a"][2], state["a"][0])
             # a verdict written at a deadline may not have reached the results topic before a
             # crash (no input record re-delivers it): write it again, same rev, the sink dedups
             if state.get("sig") and state["sig"][0] in ("overdue", "never_ready"):
                 out += self._results([join.message_row(state, state["sig"][0], self.policy)])
             if state.get("os"):
                 out += self._results([join.orphan_row(state)])
+        for part in self.parts.values():
+            part.fps.loaded()  # type: ignore[union-attr]
         self.stale = False
         return out
 
@@ -157,13 +175,18 @@ class JoinRuntime:
                 part.wm.observe(stream, ts, wall)
             wm = part.wm.advance(wall, lagging=self.lagging(partition))
             raw = self.table.get(mid)
-            state = orjson.loads(raw) if raw is not None else None
-            was = state is not None and join.is_pending(state, self.policy, prev)
-            if stream == ACC:
-                step = join.on_accepted(state, ev, wm, self.policy, suspect)  # type: ignore[arg-type]
+            if raw is None and part.fps.seen(fingerprint(mid), None if wm is None else wm // HOUR_MS):  # type: ignore[union-attr]
+                # finished, its row committed, only the fingerprint kept: counted, nothing to emit
+                self.counters[f"duplicate_{stream}"] += 1
+                self.counters["duplicate_fingerprinted"] += 1
             else:
-                step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
-            out += self._apply(partition, part, mid, step, was, raw)
+                state = decode(raw, mid) if raw is not None else None
+                was = self._pending(state, prev)
+                if stream == ACC:
+                    step = join.on_accepted(state, ev, wm, self.policy, suspect)  # type: ignore[arg-type]
+                else:
+                    step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
+                out += self._apply(partition, part, mid, step, was, raw, (topic, offset))
         prev = part.wm.value
         lagging = self.lagging(partition)
         if topic == self.s.topic_ticks:
@@ -171,71 +194,88 @@ class JoinRuntime:
         else:
             wm = part.wm.advance(wall, lagging=lagging)
         out += self._fire(partition, part, prev, wm)
+        self._fingerprint(partition, part)
         if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
             acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
             self.table[WM_PREFIX + str(partition).encode()] = orjson.dumps([wm, acc, ready])
             part.persisted = wm
         return out
 
-    def _apply(self, p: int, part: Partition, key: bytes, step: join.Step, was: bool,
-               old: bytes | None) -> list[Out]:
+    def _pending(self, state: join.State | None, wm: int | None) -> tuple[str, int] | None:
+        """(class, accepted_at) under which `state` counts as pending at `wm`; None if it does not.
+        Taken before the join core changes the state (it changes it in place)."""
+        if state is None or not join.is_pending(state, self.policy, wm):
+            return None
+        return state["a"][2], state["a"][0]
+
+    def _apply(self, p: int, part: Partition, key: bytes, step: join.Step, was: tuple[str, int] | None,
+               old: bytes | None, src: tuple[str, int] | None = None) -> list[Out]:
+        """Write the state the join core decided, schedule it, count it. `src` is the input record
+        (topic, offset) being processed; None when the watermark settled the state."""
         self.counters.update(step.counters)
         wm = part.wm.value
+        now = None
         if step.state is None:
             if old is not None:
                 del self.table[key]
-            now = False
         else:
             step.state.setdefault("p", p)
-            # orjson's bytes keep a ~4 KiB buffer: copy to the exact size before the table keeps it
-            new = bytes(bytearray(orjson.dumps(step.state)))
+            new = encode(step.state)
             if new != old:
                 self.table[key] = new
-                due = join.next_due(step.state, self.policy, wm)
-                if due is not None:
-                    heapq.heappush(part.heap, (due, key))
-            now = join.is_pending(step.state, self.policy, wm)
-            if now and not was:
-                heapq.heappush(part.waiting[step.state["a"][2]], (step.state["a"][0], key))
-        part.pending += int(now) - int(was)
+                if src is not None and convertible(step.state, self.policy, wm):
+                    part.finished.setdefault(src[0], deque()).append((src[1], key))
+                else:
+                    self._schedule(part, key, step.state, wm)
+            now = self._pending(step.state, wm)
+        if now != was:
+            if was is not None:
+                part.waiting.remove(*was)
+            if now is not None:
+                part.waiting.add(*now)
+        part.pending += int(now is not None) - int(was is not None)
         return self._results(step.rows)
+
+    def _schedule(self, part: Partition, key: bytes, state: join.State, wm: int | None) -> None:
+        due = join.next_due(state, self.policy, wm)
+        if due is not None:
+            part.deadlines.push(due, key)
+
+    def _fingerprint(self, p: int, part: Partition) -> None:
+        """Finished states whose finishing record is committed become fingerprints; chunks of hours
+        the watermark has passed go. Runs in the stream context of a record of partition `p`, so
+        the table writes go to its changelog partition (`pipeline.dedup.convert`)."""
+        n = convert(self.table, part.fps, part.finished, lambda topic: self.committed(topic, p),  # type: ignore[arg-type]
+                    self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value),
+                    lambda key, state: [part.deadlines.discard(d, key) for d in join.earlier_dues(state, self.policy)])
+        if n:
+            self.counters["fingerprinted"] += n
 
     def _fire(self, p: int, part: Partition, prev: int | None, wm: int | None) -> list[Out]:
         """Settle every state whose next due time the watermark has reached."""
         out: list[Out] = []
-        while wm is not None and part.heap and part.heap[0][0] <= wm:
-            _, key = heapq.heappop(part.heap)
+        while wm is not None:
+            key = part.deadlines.pop_due(wm)
+            if key is None:
+                break
             raw = self.table.get(key)
             if raw is None:
                 continue
-            state = orjson.loads(raw)
-            was = join.is_pending(state, self.policy, prev)
+            state = decode(raw, key)
+            was = self._pending(state, prev)
             out += self._apply(p, part, key, join.settle(state, wm, self.policy), was, raw)
         return out
 
     def _results(self, rows: list[dict[str, Any]]) -> list[Out]:
         return [Out("result", r["message_id"].encode("utf-8"), orjson.dumps(r)) for r in rows]
 
-    def _waiting(self, key: bytes, part: Partition) -> bool:
-        raw = self.table.get(key)
-        state = orjson.loads(raw) if raw is not None else None
-        return state is not None and bool(state.get("a")) and join.is_pending(state, self.policy, part.wm.value)
-
     def oldest_pending(self) -> dict[str, int | None]:
-        """accepted_at of the oldest message still waiting for queue-ready, per class (None: none)."""
+        """accepted_at of the oldest message still waiting for queue-ready, per class (None: none),
+        rounded down to the second (`pipeline.deadlines.Waiting`)."""
         out: dict[str, int | None] = {}
         for cls in ("transactional", "campaign"):
-            best = None
-            for part in self.parts.values():
-                heap = part.waiting[cls]
-                while heap and not self._waiting(heap[0][1], part):
-                    heapq.heappop(heap)  # finished or gone since it was pushed
-                if heap and (best is None or heap[0][0] < best):
-                    best = heap[0][0]
-                if len(heap) > 2 * part.pending + 1024:  # stale entries behind a long-waiting one
-                    heap[:] = [(t, k) for t, k in heap if self._waiting(k, part)]
-                    heapq.heapify(heap)
-            out[cls] = best
+            found = [t for t in (part.waiting.oldest(cls) for part in self.parts.values()) if t is not None]
+            out[cls] = min(found, default=None)
         return out
 
     def _newest(self) -> int | None:
@@ -251,14 +291,17 @@ class JoinRuntime:
         if self.s.idle_grace_s <= 0:
             return 0
         floor = self._newest()
-        return sum(1 for p in self.parts.values() if floor is not None and p.heap and p.heap[0][0] <= floor)
+        if floor is None:
+            return 0
+        return sum(1 for p in self.parts.values() if (d := p.deadlines.first_due()) is not None and d <= floor)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "unsettled_partitions": self.unsettled(),
             "oldest_pending_accepted_at": self.oldest_pending(),
             "pending_messages": sum(p.pending for p in self.parts.values()),
-            "scheduled": sum(len(p.heap) for p in self.parts.values()),
+            "scheduled": sum(len(p.deadlines) for p in self.parts.values()),
+            "fingerprints": sum(len(p.fps) for p in self.parts.values() if p.fps is not None),
             "watermarks": {str(k): v.wm.value for k, v in sorted(self.parts.items())},
             "counters": dict(self.counters),
             "clock_suspects": self.trust.snapshot(),

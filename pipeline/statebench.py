@@ -1,10 +1,23 @@
-"""`mailsla bench --state N`: memory of the join state with N messages in flight.
+"""`mailsla bench --state N`: memory of the join state per pending and per finished message.
 
-Feeds N accepted events (no queue-ready) through the join runtime, once with a
-plain dict (what Faust's `memory://` store holds) and once with RocksDB
-(`rocksdict`, what `rocksdict://` uses), and reports bytes per pending message
-(serialized state) and the process RSS growth. Each store runs in a child
-process so the numbers do not mix.
+Two workloads through the join runtime (no Kafka), each in its own child process so the
+numbers do not mix, with a plain dict (what Faust's `memory://` store holds) and with
+RocksDB (`rocksdict`, what `rocksdict://` uses):
+
+* pending: N accepted events, no queue-ready: N messages waiting (state, deadline,
+  oldest-pending count);
+* finished: N messages with both events (ready 2 s after accepted), spread evenly over
+  12 h of event time like a steady stream, input offsets committed every 5,000 records
+  (as the worker does about every second), then the watermark moved 31 min on so every
+  deadline has fired: what is left per message is what absorbs late duplicates for
+  `MAILSLA_DEDUP_RETENTION_MS` (24 h; a fingerprint, in memory and in the table). The
+  RSS figure includes what was transient on the way (deadline entries of the last
+  30 min of messages, states not yet committed).
+
+Reported: bytes of serialized table per message and process RSS growth per message (from
+before the runtime is made to the end, transient peaks included). `measure` returns the
+memory-store figures as `state_bytes_per_pending` / `state_bytes_per_finished` (for
+`bench --json`); `run` prints all four and writes `$MAILSLA_DATA/bench/state-N.json`.
 """
 from __future__ import annotations
 
@@ -19,6 +32,11 @@ from typing import Any
 import orjson
 
 from pipeline.config import Settings
+from pipeline.events import format_ts
+
+START = 1_790_000_000_000
+COMMIT_EVERY = 5_000
+SPREAD_MS = 12 * 3_600_000  # event time the finished workload covers
 
 
 def _rss_mb() -> float:
@@ -28,7 +46,14 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _measure(store: str, n: int, settings: Settings, q: Any) -> None:
+def _accepted(i: int, at: int) -> tuple[bytes, bytes]:
+    mid = f"m-{i:010d}"
+    return mid.encode(), orjson.dumps({"message_id": mid, "account_id": f"acct-{i % 500}",
+                                       "message_class": "transactional", "accepted_at": format_ts(at)})
+
+
+def _measure(store: str, kind: str, n: int, settings: Settings, q: Any) -> None:
+    """Child process: run one workload on one store, put its figures on `q`."""
     from pipeline.runtime import JoinRuntime
 
     s = replace(settings, idle_grace_s=0.0)
@@ -41,55 +66,74 @@ def _measure(store: str, n: int, settings: Settings, q: Any) -> None:
         table = {}
     base = _rss_mb()
     rt = JoinRuntime(s, table)
+    committed: dict[tuple[str, int], int] = {}
+    rt.committed = lambda topic, p: committed.get((topic, p), -1)
+    offsets: dict[tuple[str, int], int] = {}
+
+    def feed(topic: str, p: int, key: bytes, raw: bytes) -> None:
+        off = offsets.get((topic, p), 0)
+        offsets[(topic, p)] = off + 1
+        rt.handle(topic, p, off, key, raw, wall=0.0)
+
     t0 = time.perf_counter()
-    start = 1_790_000_000_000
+    step = max(1, SPREAD_MS // max(1, n)) if kind == "finished" else 1
     for i in range(n):
-        mid = f"m-{i:010d}"
-        raw = orjson.dumps({"message_id": mid, "account_id": f"acct-{i % 500}", "message_class": "transactional",
-                            "accepted_at": f"2026-10-31T10:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z"})
-        rt.handle(s.topic_accepted, i % s.partitions, i, mid.encode(), raw, wall=0.0)
-    elapsed = time.perf_counter() - t0
-    state_bytes = sum(len(k) + len(v) for k, v in table.items())
-    pending = rt.snapshot()["pending_messages"]
-    q.put({"store": store, "messages": n, "pending": pending, "seconds": elapsed,
-           "serialized_bytes_per_message": state_bytes / max(1, n),
-           "rss_growth_mb": _rss_mb() - base, "rss_bytes_per_message": (_rss_mb() - base) * 2**20 / max(1, n),
-           "start": start})
-
-
-def measure_bytes(settings: Settings, n: int, finish: bool) -> float:
-    """Serialized state bytes per message (key and value) after N accepted events, and with
-    `finish` each followed by its queue-ready (what a finished message keeps for dedup)."""
-    from pipeline.runtime import JoinRuntime
-
-    s = replace(settings, idle_grace_s=0.0)
-    table: dict[bytes, bytes] = {}
-    rt = JoinRuntime(s, table)
-    for i in range(n):
-        mid = f"m-{i:010d}"
-        at = f"2026-10-31T10:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z"
+        at = START + i * step
+        key, raw = _accepted(i, at)
         p = i % s.partitions
-        rt.handle(s.topic_accepted, p, i, mid.encode(), orjson.dumps(
-            {"message_id": mid, "account_id": f"acct-{i % 500}", "message_class": "transactional", "accepted_at": at}),
-            wall=0.0)
-        if finish:
-            rt.handle(s.topic_ready, p, i, mid.encode(), orjson.dumps({"message_id": mid, "ready_at": at}), wall=0.0)
-    return sum(len(k) + len(v) for k, v in table.items() if not k.startswith(b"\x00")) / max(1, n)
+        feed(s.topic_accepted, p, key, raw)
+        if kind == "finished":
+            feed(s.topic_ready, p, key, orjson.dumps({"message_id": key.decode(), "ready_at": format_ts(at + 2000)}))
+            if i % COMMIT_EVERY == COMMIT_EVERY - 1:
+                committed.update(offsets)
+    if kind == "finished":  # commit the rest, then move every partition's watermark past the deadlines
+        committed.update(offsets)
+        later = START + n * step + 31 * 60_000
+        for p in range(s.partitions):
+            mid = f"late-{p}"
+            feed(s.topic_accepted, p, mid.encode(), orjson.dumps({"message_id": mid, "account_id": "a",
+                 "message_class": "transactional", "accepted_at": format_ts(later)}))
+            feed(s.topic_ready, p, mid.encode(), orjson.dumps({"message_id": mid, "ready_at": format_ts(later)}))
+            committed.update(offsets)
+            feed(s.topic_ticks, p, b"", b"")
+    elapsed = time.perf_counter() - t0
+    rss = _rss_mb() - base
+    snap = rt.snapshot()
+    q.put({"store": store, "kind": kind, "messages": n, "pending": snap["pending_messages"],
+           "fingerprints": snap["fingerprints"], "scheduled": snap["scheduled"], "seconds": elapsed,
+           "serialized_bytes_per_message": sum(len(k) + len(v) for k, v in table.items()) / max(1, n),
+           "rss_growth_mb": rss, "rss_bytes_per_message": rss * 2**20 / max(1, n)})
+
+
+def _child(store: str, kind: str, n: int, settings: Settings) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q: Any = ctx.Queue()
+    p = ctx.Process(target=_measure, args=(store, kind, n, settings, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def measure(settings: Settings, n: int, stores: tuple[str, ...] = ("memory",)) -> dict[str, Any]:
+    """Bytes of RSS per pending and per finished message with the memory store (the first of
+    `stores`), plus every run's details under `runs`. Takes a few seconds per 100,000 messages."""
+    runs = [_child(store, kind, n, settings) for store in stores for kind in ("pending", "finished")]
+    first = {r["kind"]: r for r in runs if r["store"] == stores[0]}
+    return {"state_bytes_per_pending": round(first["pending"]["rss_bytes_per_message"]),
+            "state_bytes_per_finished": round(first["finished"]["rss_bytes_per_message"]),
+            "runs": runs}
 
 
 def run(settings: Settings, n: int) -> int:
-    results = []
-    for store in ("memory", "rocksdict"):
-        q: Any = mp.get_context("spawn").Queue()
-        p = mp.get_context("spawn").Process(target=_measure, args=(store, n, settings, q))
-        p.start()
-        results.append(q.get())
-        p.join()
-        r = results[-1]
-        print(f"  state {store:<10} {r['pending']:,} pending: {r['serialized_bytes_per_message']:.0f} B/message "
-              f"serialized, RSS +{r['rss_growth_mb']:.0f} MB ({r['rss_bytes_per_message']:.0f} B/message, "
-              f"incl. deadline heaps), {r['seconds']:.1f}s")
+    result = measure(settings, n, ("memory", "rocksdict"))
+    for r in result["runs"]:
+        what = f"{r['pending']:,} pending" if r["kind"] == "pending" else f"{r['fingerprints']:,} finished"
+        print(f"  state {r['store']:<10} {what}: {r['serialized_bytes_per_message']:.0f} B/message serialized, "
+              f"RSS +{r['rss_growth_mb']:.0f} MB ({r['rss_bytes_per_message']:.0f} B/message), {r['seconds']:.1f}s")
+    print(f"  state_bytes_per_pending {result['state_bytes_per_pending']}, "
+          f"state_bytes_per_finished {result['state_bytes_per_finished']} (memory store)")
     out = settings.data_dir / "bench" / f"state-{n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(result, indent=2))
     return 0
