@@ -173,7 +173,7 @@ class JoinRuntime:
                 self.counters[f"clock_{suspect}"] += 1
             if suspect != "ahead":  # an untrusted future timestamp never moves event time
                 part.wm.observe(stream, ts, wall)
-            wm = part.wm.advance(wall, lagging=self.lagging(partition))
+            wm = part.wm.advance(wall, lagging=lambda: self.lagging(partition))
             raw = self.table.get(mid)
             if raw is None and part.fps.seen(fingerprint(mid), None if wm is None else wm // HOUR_MS):  # type: ignore[union-attr]
                 # finished, its row committed, only the fingerprint kept: counted, nothing to emit
@@ -188,11 +188,10 @@ class JoinRuntime:
                     step = join.on_ready(state, ev, wm, self.policy, int(wall * 1000), suspect)  # type: ignore[arg-type]
                 out += self._apply(partition, part, mid, step, was, raw, (topic, offset))
         prev = part.wm.value
-        lagging = self.lagging(partition)
         if topic == self.s.topic_ticks:
-            wm = part.wm.advance(wall, self._newest(), lagging)
-        else:
-            wm = part.wm.advance(wall, lagging=lagging)
+            wm = part.wm.advance(wall, self._newest(), lambda: self.lagging(partition))
+        else:  # advanced above, before the join step, with the same inputs: nothing can have moved it
+            wm = prev
         out += self._fire(partition, part, prev, wm)
         self._fingerprint(partition, part)
         if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:

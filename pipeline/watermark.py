@@ -18,6 +18,7 @@ of messages whose other event was still unread, and left them overdue (#14).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -48,17 +49,23 @@ class Watermark:
         seen = [c.max_ts for c in self.streams.values() if c.max_ts is not None]
         return max(seen) if seen else None
 
-    def advance(self, wall: float, floor: int | None = None, lagging: frozenset[str] | set[str] = frozenset()
+    def advance(self, wall: float, floor: int | None = None,
+                lagging: "frozenset[str] | set[str] | Callable[[], frozenset[str] | set[str]]" = frozenset()
                 ) -> int | None:
         """Recompute at wall time `wall`; returns the (never decreasing) watermark.
 
         `floor` is the newest event time the worker has seen on any partition: a partition
         whose inputs are all quiet catches up with it (as an idle source in Flink stops
         holding back the operator's watermark), so event time is one clock per worker.
-        `lagging` names streams with unread records in the log: they are never quiet."""
+        `lagging` names streams with unread records in the log (or returns them: asked only when
+        a stream is idle by the wall clock): they are never quiet."""
         live = self.idle_grace_s > 0
-        active = [c for name, c in self.streams.items()
-                  if name in lagging or not (live and wall - c.last_wall > self.idle_grace_s)]
+        idle = {name for name, c in self.streams.items() if live and wall - c.last_wall > self.idle_grace_s}
+        if idle and callable(lagging):
+            idle -= lagging()
+        elif idle:
+            idle -= lagging
+        active = [c for name, c in self.streams.items() if name not in idle]
         seen = [c for c in self.streams.values() if c.max_ts is not None]
         candidate: int | None = None
         if active:
