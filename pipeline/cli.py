@@ -261,17 +261,25 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
-def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
+def _month_and_account(args: argparse.Namespace, s: Settings, command: str) -> Any:
+    """The policy, once --month and --account are valid (UsageError otherwise)."""
     from pipeline import availability, policy
 
-    account = args.account
-    if account is not None and not account:
-        raise UsageError("mailsla availability: --account must not be empty")
+    if args.account is not None and not args.account:
+        raise UsageError(f"mailsla {command}: --account must not be empty")
     pol = s.policy or policy.load()
     try:
         availability.month_span(args.month, pol.timezone)
     except ValueError as exc:
-        raise UsageError(f"mailsla availability: {exc}") from None
+        raise UsageError(f"mailsla {command}: {exc}") from None
+    return pol
+
+
+def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
+    from pipeline import availability
+
+    account = args.account
+    pol = _month_and_account(args, s, "availability")
     query, close = reader(s, migrate=True)
     try:
         doc = availability.compute(query, s.database, pol, args.month, account)
@@ -282,16 +290,10 @@ def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import availability, policy, report
+    from pipeline import availability, report
 
     account = args.account
-    if account is not None and not account:
-        raise UsageError("mailsla report: --account must not be empty")
-    pol = s.policy or policy.load()
-    try:
-        availability.month_span(args.month, pol.timezone)
-    except ValueError as exc:
-        raise UsageError(f"mailsla report: {exc}") from None
+    pol = _month_and_account(args, s, "report")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"mailsla report: no such directory for --out: {out.parent}")
