@@ -290,7 +290,7 @@ def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import availability, report
+    from pipeline import report
 
     account = args.account
     pol = _month_and_account(args, s, "report")
