@@ -163,3 +163,22 @@ def pipeline(request: pytest.FixtureRequest, tmp_path: Path, kafka: LocalKafka) 
     if rep is not None and rep.failed:
         print(f"\n=== broker log tail ({kafka.log_file})\n{kafka.log_tail(60)}")
         print(f"=== worker logs\n{p.log_tails()}")
+
+
+@pytest.fixture(scope="session")
+def new_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`new_store(name)`: a migrated embedded ClickHouse store in a fresh data dir (no Kafka), for
+    tests that write rows straight into the tables and read the views back."""
+    def make(name: str) -> Any:
+        from pipeline import config
+        from pipeline.sinks.clickhouse import Store
+
+        os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp(name))
+        try:
+            s = config.load()
+        finally:
+            del os.environ["MAILSLA_DATA"]
+        st = Store(s)
+        st.migrate()
+        return st
+    return make

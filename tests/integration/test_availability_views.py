@@ -2,8 +2,7 @@
 embedded engine (no Kafka): rows go in through the sink's Store, in two shuffled halves."""
 from __future__ import annotations
 
-import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 import pytest
@@ -19,16 +18,8 @@ RECORDS, BAD = scenario()
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    from pipeline import config
-
-    os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp("availability"))
-    try:
-        s = config.load()
-    finally:
-        del os.environ["MAILSLA_DATA"]
-    st = Store(s)
-    st.migrate()
+def store(new_store: Any) -> Iterator[Store]:
+    st = new_store("availability")
     rows = [availability_row("attempt_id" in r, "t", 0, i, None, orjson.dumps(r)) for i, r in enumerate(RECORDS)]
     assert all(r["k"] in ("inj", "probe") for r in rows)
     st.write(rows[: len(rows) // 2])

@@ -7,7 +7,6 @@ counts computed here.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,16 +35,8 @@ def acct(account: str, first_send_at: int | None, rate_limited: bool, version: i
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    from pipeline import config
-
-    os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp("exclusions"))
-    try:
-        s = config.load()
-    finally:
-        del os.environ["MAILSLA_DATA"]
-    st = Store(s)
-    st.migrate()
+def store(new_store: Any) -> Iterator[Store]:
+    st = new_store("exclusions")
     rows = [
         msg("plain", "old", T0),
         msg("low", "old", T0, priority="low"),
