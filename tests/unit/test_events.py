@@ -7,7 +7,10 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline import events
 from pipeline.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +75,32 @@ def test_unknown_fields_are_ignored_and_defaults_apply() -> None:
     ev = parse_accepted(b'{"message_id":"x","account_id":"a","message_class":"campaign",'
                         b'"accepted_at":"2026-10-31T10:00:00Z","new_field":{"a":1}}')
     assert (ev.priority, ev.source, ev.mta) == ("normal", "", "")
+
+
+_PARTS = st.tuples(
+    st.sampled_from(["1969", "1970", "2024", "2026", "2099", "2100"]), st.sampled_from(["00", "01", "02", "12", "13"]),
+    st.sampled_from(["00", "01", "28", "29", "31", "32"]), st.sampled_from(["T", "t", " "]),
+    st.sampled_from(["00", "09", "23", "24"]), st.sampled_from(["00", "07", "59", "60", "6x", "٣0"]),
+    st.sampled_from(["00", "30", "59", "60", "61", "5x"]), st.sampled_from(["", ".9", ".123", ".000", ".12345", ".1x3"]),
+    st.sampled_from(["Z", "z", "+01:00", "-00:30", ""]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_PARTS, st.booleans())
+def test_the_fast_timestamp_path_agrees_with_the_full_parser(parts: tuple[str, ...], warm: bool) -> None:
+    """parse_ts reads the common form from a cache of its hour: same result, same errors."""
+    y, mo, d, t, h, mi, s, frac, z = parts
+    value = f"{y}-{mo}-{d}{t}{h}:{mi}:{s}{frac}{z}"
+    if warm:  # the hour is cached already, from a valid timestamp of it, when one exists
+        try:
+            parse_ts(f"{y}-{mo}-{d}T{h}:00:00.000Z", "t")
+        except BadEvent:
+            pass
+
+    def outcome(parse: object) -> object:
+        try:
+            return parse(value, "t")  # type: ignore[operator]
+        except BadEvent as exc:
+            return ("bad", str(exc))
+
+    assert outcome(parse_ts) == outcome(events._parse_ts)
