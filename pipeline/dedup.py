@@ -172,34 +172,48 @@ def convertible(state: join.State, policy: join.JoinPolicy, wm: int | None) -> b
     return end is not None and end // HOUR_MS - wm // HOUR_MS <= MAX_AHEAD_H
 
 
-def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: dict[str, deque[tuple[int, bytes]]],
+Ticket = tuple[int, int, list[int]]  # a finished message's (fingerprint, expiry hour, earlier due times)
+Finished = tuple[int, bytes, bytes, Ticket]  # (input offset, key, the state's bytes when it finished, ticket)
+
+
+def ticket(key: bytes, state: join.State, policy: join.JoinPolicy) -> Ticket:
+    """What converting a `convertible` state takes, worked out while the state is decoded anyway."""
+    return fingerprint(key), join.expire_at(state, policy) // HOUR_MS, join.earlier_dues(state, policy)  # type: ignore[operator]
+
+
+def convert(table: MutableMapping[bytes, bytes], fps: Fingerprints, finished: dict[str, deque[Finished]],
             committed: Callable[[str], int | None], policy: join.JoinPolicy, wm: int | None,
             schedule: Callable[[bytes, join.State], None],
-            unschedule: Callable[[bytes, join.State], None] = lambda key, state: None) -> int:
+            unschedule: Callable[[bytes, list[int]], None] = lambda key, dues: None) -> int:
     """Replace finished states by fingerprints once the input record that finished each one is
-    committed (`finished`: per input topic, (offset, key) in offset order; `committed(topic)`:
+    committed (`finished`: per input topic, `Finished` entries in offset order; `committed(topic)`:
     the committed offset, None = everything). From then on that record is never processed again,
     so its row is in the results topic for good and a duplicate only needs counting. Before,
     a re-processed record must find the state to write the row again (a crash between the
     changelog and the results write). The chunk is written before the states are deleted: a
     crash in between leaves both, never neither. A state that changed so that it no longer
     qualifies goes back to `schedule`; one that goes has its stale deadline entries dropped
-    (`unschedule`). Also deletes the chunks of hours `wm` has passed.
+    (`unschedule`, with the due times). A state still holding the bytes it had when it finished
+    is converted from its ticket without decoding it: it is still convertible, since nothing
+    but the watermark changed, and that only brings its expiry hour nearer. Also deletes the
+    chunks of hours `wm` has passed.
     Returns how many states became fingerprints."""
     batch: dict[bytes, tuple[int, int]] = {}
     for topic, queue in finished.items():
         done = committed(topic)
         while queue and (done is None or queue[0][0] < done):
-            _, key = queue.popleft()
+            _, key, then, tk = queue.popleft()
             raw = table.get(key)
             if raw is None or key in batch:
                 continue
-            state = decode(raw, key)
-            if not convertible(state, policy, wm):
-                schedule(key, state)
-                continue
-            batch[key] = (fingerprint(key), join.expire_at(state, policy) // HOUR_MS)  # type: ignore[operator]
-            unschedule(key, state)
+            if raw != then:  # changed since (a conflicting duplicate): decide again
+                state = decode(raw, key)
+                if not convertible(state, policy, wm):
+                    schedule(key, state)
+                    continue
+                tk = ticket(key, state, policy)
+            batch[key] = (tk[0], tk[1])
+            unschedule(key, tk[2])
     now_h = None if wm is None else wm // HOUR_MS
     if batch:
         for chunk_key, value in fps.add(batch.values(), now_h):

@@ -18,7 +18,8 @@ import orjson
 from pipeline import join
 from pipeline.clock import ClockTrust
 from pipeline.deadlines import Deadlines, Waiting
-from pipeline.dedup import FP_PREFIX, HOUR_MS, Fingerprints, convert, convertible, fingerprint, parse_chunk_key
+from pipeline.dedup import (FP_PREFIX, HOUR_MS, Finished, Fingerprints, convert, convertible, fingerprint,
+                            parse_chunk_key, ticket)
 from pipeline.state import decode, encode
 from pipeline.config import Settings
 from pipeline.events import BadEvent, parse_accepted, parse_ready
@@ -37,10 +38,10 @@ class Partition:
     waiting: Waiting = field(default_factory=Waiting)  # pending messages per class and accepted second
     persisted: int | None = None
     fps: Fingerprints | None = None  # fingerprints of finished messages (set by JoinRuntime._part)
-    # per input topic, (offset, key) of records that finished a message, in offset order: the state
-    # becomes a fingerprint once that offset is committed (until then a re-processed duplicate
-    # must find the state to re-emit its row)
-    finished: dict[str, deque[tuple[int, bytes]]] = field(default_factory=dict)
+    # per input topic, the records that finished a message, in offset order (`dedup.Finished`): the
+    # state becomes a fingerprint once that offset is committed (until then a re-processed
+    # duplicate must find the state to re-emit its row)
+    finished: dict[str, deque[Finished]] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,7 +212,8 @@ class JoinRuntime:
                old: bytes | None, src: tuple[str, int] | None = None) -> list[Out]:
         """Write the state the join core decided, schedule it, count it. `src` is the input record
         (topic, offset) being processed; None when the watermark settled the state."""
-        self.counters.update(step.counters)
+        if step.counters:
+            self.counters.update(step.counters)
         wm = part.wm.value
         now = None
         if step.state is None:
@@ -223,7 +225,8 @@ class JoinRuntime:
             if new != old:
                 self.table[key] = new
                 if src is not None and convertible(step.state, self.policy, wm):
-                    part.finished.setdefault(src[0], deque()).append((src[1], key))
+                    entry = (src[1], key, new, ticket(key, step.state, self.policy))
+                    part.finished.setdefault(src[0], deque()).append(entry)
                 else:
                     self._schedule(part, key, step.state, wm)
             now = self._pending(step.state, wm)
@@ -243,10 +246,20 @@ class JoinRuntime:
     def _fingerprint(self, p: int, part: Partition) -> None:
         """Finished states whose finishing record is committed become fingerprints; chunks of hours
         the watermark has passed go. Runs in the stream context of a record of partition `p`, so
-        the table writes go to its changelog partition (`pipeline.dedup.convert`)."""
+        the table writes go to its changelog partition (`pipeline.dedup.convert`). Runs per
+        record: returns at once unless a finishing record was committed or the hour turned."""
+        wm = part.wm.value
+        if wm is None or (part.fps.expired_h is not None and wm // HOUR_MS <= part.fps.expired_h):  # type: ignore[union-attr]
+            for topic, queue in part.finished.items():
+                if queue:
+                    done = self.committed(topic, p)
+                    if done is None or queue[0][0] < done:
+                        break
+            else:
+                return
         n = convert(self.table, part.fps, part.finished, lambda topic: self.committed(topic, p),  # type: ignore[arg-type]
                     self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value),
-                    lambda key, state: [part.deadlines.discard(d, key) for d in join.earlier_dues(state, self.policy)])
+                    lambda key, dues: [part.deadlines.discard(d, key) for d in dues])
         if n:
             self.counters["fingerprinted"] += n
 

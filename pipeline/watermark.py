@@ -60,6 +60,19 @@ class Watermark:
         `lagging` names streams with unread records in the log (or returns them: asked only when
         a stream is idle by the wall clock): they are never quiet."""
         live = self.idle_grace_s > 0
+        clocks = self.streams.values()
+        if clocks and (not live or all(wall - c.last_wall <= self.idle_grace_s for c in clocks)):
+            # the common case, once per record: no stream idle, the slowest one decides
+            low = None
+            for c in clocks:
+                if c.max_ts is None:
+                    return self.value
+                if low is None or c.max_ts < low:
+                    low = c.max_ts
+            candidate = low - self.lateness_ms  # type: ignore[operator]
+            if self.value is None or candidate > self.value:
+                self.value = candidate
+            return self.value
         idle = {name for name, c in self.streams.items() if live and wall - c.last_wall > self.idle_grace_s}
         if idle and callable(lagging):
             idle -= lagging()
