@@ -8,6 +8,7 @@ ClickHouse sink service. Start it with `mailsla worker`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from faust.sensors import Monitor, SensorDelegate
 from faust.streams import _current_event
 from faust.types import TP
 
-from pipeline import batching, fastconsume
+from pipeline import batching, batchsend, fastconsume
 from pipeline.config import Settings
 from pipeline.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.runtime import JoinRuntime, Out
@@ -230,7 +231,15 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     runtime.lagging = lagging
     # finished states become fingerprints only once the record that finished them is committed
-    runtime.committed = lambda topic, partition: tracker.committed.get(TP(topic, partition), -1)
+    tps: dict[tuple[str, int], TP] = {}  # asked per record: one TP per input partition, not one per call
+
+    def committed(topic: str, partition: int) -> int:
+        tp = tps.get((topic, partition))
+        if tp is None:
+            tp = tps[(topic, partition)] = TP(topic, partition)
+        return tracker.committed.get(tp, -1)
+
+    runtime.committed = committed
     app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
 
     probe = OffsetProbe(s)
@@ -278,20 +287,24 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     changelog = table.changelog_topic.get_topic_name()
 
-    def _sent(fut: Any) -> None:
-        """A record this loop sent is delivered or failed: a failure counts as one of Faust's own
+    def _sent(fut: Any, count: int = 1) -> None:
+        """Records this loop sent are delivered or failed: a failure counts as one of Faust's own
         (`_SendFailures`: no commit after it, the worker stops)."""
         if fut.cancelled() or fut.exception() is not None:
-            send_failures.count += 1
+            send_failures.count += count
             send_failures.last = repr(fut.exception() if not fut.cancelled() else "cancelled")[:200]
             return
 
-    def _persisted(fut: Any) -> None:
-        """What Table._on_changelog_sent does: RocksDB remembers the changelog offset it has."""
-        _sent(fut)
-        if not fut.cancelled() and fut.exception() is None:
+    def _persisted(fut: Any, count: int) -> None:
+        """A record batch of the changelog is delivered (or failed): what Table._on_changelog_sent
+        does per record, RocksDB remembering the changelog offset it has (the batch's last)."""
+        _sent(fut, count)
+        if not fut.cancelled() and fut.exception() is None and fut.result() is not None:
             res = fut.result()
-            table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset)
+            table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset + count - 1)
+
+    def _queued(fut: Any, count: int) -> None:
+        fut.add_done_callback(lambda f: _persisted(f, count))
 
     async def send_batch(results_by_p: dict[int, list[bytes]], others: list[Any],
                          last_event: dict[int, Any]) -> None:
@@ -306,10 +319,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                     table.data.pop(key, None)
                 else:
                     table.data[key] = value
+        aio = producer._ensure_producer()  # noqa: SLF001 - aiokafka's batch API (pipeline/batchsend.py)
         for p, kvs in writes.items():
-            for key, value in kvs:
-                fut = await producer.send(changelog, key, value, p, None, None)
-                fut.add_done_callback(_persisted)
+            await batchsend.send_records(aio, changelog, p, kvs, _queued)
         for p, values in results_by_p.items():
             for value in batching.encode_results(values):
                 fut = await producer.send(s.topic_results, None, value, p, None, None)
@@ -368,6 +380,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             batch = await fastconsume.batches(inbox, batching.JOIN_BATCH_EVENTS)
             if first_record_at is None:
                 first_record_at = time.time()
+                gc.freeze()  # start-up's objects live as long as the worker: kept out of every GC pass
             owned = app.consumer.assignment()
             tracker.hold()
             for msg in batch:
