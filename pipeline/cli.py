@@ -12,8 +12,9 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from pipeline import api, config, sla
-from pipeline.config import ConfigError, Settings
+from pipeline.store import api
+from pipeline.core import config, sla
+from pipeline.core.config import ConfigError, Settings
 
 
 class UsageError(Exception):
@@ -47,14 +48,14 @@ Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 
 
 def reader(settings: Settings, migrate: bool = False, report: bool = False) -> tuple[Query, Callable[[], None]]:
-    """Read-only SQL with the MAILSLA_SQL_* limits (pipeline/adhoc.py), in the configured database:
+    """Read-only SQL with the MAILSLA_SQL_* limits (pipeline/store/adhoc.py), in the configured database:
     through the owner's local API (with its token) when a worker holds the embedded database,
     else a connection of our own (chDB files or a server). `report`: our own commands' queries
     (`sla`, `faults`), without the result-row limit. A query stopped by a limit raises
     LimitHit (exit 3), any other SQL error UsageError (exit 2)."""
     url = api.find(settings) if settings.clickhouse.startswith("chdb://") else None
     if url:
-        from pipeline.guard import read_token, token_path
+        from pipeline.store.guard import read_token, token_path
 
         try:
             token = read_token(settings)
@@ -68,8 +69,8 @@ def reader(settings: Settings, migrate: bool = False, report: bool = False) -> t
             except api.RemoteError as exc:
                 raise (LimitHit if exc.limit else UsageError)(f"sql: {exc}") from None
         return remote, lambda: None
-    from pipeline.adhoc import LimitExceeded, QueryError
-    from pipeline.sinks.clickhouse import Store
+    from pipeline.store.adhoc import LimitExceeded, QueryError
+    from pipeline.store.clickhouse import Store
 
     try:
         store = Store(settings)
@@ -97,7 +98,7 @@ def reader(settings: Settings, migrate: bool = False, report: bool = False) -> t
 
 # -- commands -------------------------------------------------------------------
 def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.localkafka import KafkaError, LocalKafka, PortTaken
+    from pipeline.ops.localkafka import KafkaError, LocalKafka, PortTaken
 
     lk = LocalKafka(s.data_dir / "kafka")
     try:
@@ -147,14 +148,14 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     if args.processes is not None:
         if args.processes < 1 or args.no_sink:
             raise UsageError("mailsla worker: --processes N needs N >= 1 and starts its own sink (no --no-sink)")
-        from pipeline import supervise
+        from pipeline.ops import supervise
 
         return supervise.run(s, args.processes, args.loglevel, s.data_dir / "run" / "logs")
     from faust.worker import Worker
 
-    from pipeline.app import create_app
-    from pipeline.lifecycle import guarded_worker
-    from pipeline.sinks.kafka import ensure_topics
+    from pipeline.stream.app import create_app
+    from pipeline.stream.faust_internals.lifecycle import guarded_worker
+    from pipeline.stream.kafka import ensure_topics
 
     asyncio.run(ensure_topics(s))
     _fast_loop()
@@ -167,9 +168,9 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
     from mode import Worker
 
-    from pipeline.lifecycle import guarded_worker
-    from pipeline.sinks.kafka import ensure_topics
-    from pipeline.writer import ResultWriter
+    from pipeline.stream.faust_internals.lifecycle import guarded_worker
+    from pipeline.stream.kafka import ensure_topics
+    from pipeline.stream.writer import ResultWriter
 
     asyncio.run(ensure_topics(s))
     _fast_loop()
@@ -178,7 +179,7 @@ def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.replay import ProduceFailed, replay
+    from pipeline.ops.replay import ProduceFailed, replay
 
     path = Path(args.file)
     if not path.is_file():
@@ -198,11 +199,11 @@ def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import generator
-    from pipeline.events import parse_ts
-    from pipeline.replay import ProduceFailed, produce_all
+    from pipeline.ops import generator
+    from pipeline.core.events import parse_ts
+    from pipeline.ops.replay import ProduceFailed, produce_all
 
-    from pipeline.policy import PolicyError, duration_ms
+    from pipeline.core.policy import PolicyError, duration_ms
 
     if args.rate <= 0 or args.duration <= 0:
         raise UsageError("mailsla generate: --rate and --duration must be > 0")
@@ -263,7 +264,7 @@ def cmd_sla(args: argparse.Namespace, s: Settings) -> int:
 
 def _month_and_account(args: argparse.Namespace, s: Settings, command: str) -> Any:
     """The policy, once --month and --account are valid (UsageError otherwise)."""
-    from pipeline import availability, policy
+    from pipeline.core import availability, policy
 
     if args.account is not None and not args.account:
         raise UsageError(f"mailsla {command}: --account must not be empty")
@@ -276,7 +277,7 @@ def _month_and_account(args: argparse.Namespace, s: Settings, command: str) -> A
 
 
 def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import availability
+    from pipeline.core import availability
 
     account = args.account
     pol = _month_and_account(args, s, "availability")
@@ -290,7 +291,7 @@ def cmd_availability(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import report
+    from pipeline.ops import report
 
     account = args.account
     pol = _month_and_account(args, s, "report")
@@ -316,7 +317,7 @@ def cmd_report(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_accounts(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import facts
+    from pipeline.ops import facts
 
     try:
         n = facts.load_accounts(s, Path(args.file))
@@ -327,7 +328,7 @@ def cmd_accounts(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import facts
+    from pipeline.ops import facts
 
     if args.action == "list":
         query, close = reader(s, migrate=True, report=True)
@@ -336,7 +337,7 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
                                "maintenance_windows FINAL WHERE deleted = 0 ORDER BY start_at")
         finally:
             close()
-        from pipeline import reports
+        from pipeline.store import reports
 
         reports.print_rows(cols, rows, "json" if args.json else "table")
         return 0
@@ -351,7 +352,8 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import policy, reports
+    from pipeline.core import policy
+    from pipeline.store import reports
 
     pol = s.policy or policy.load()
     query, close = reader(s, migrate=True, report=True)
@@ -364,7 +366,7 @@ def cmd_faults(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import reports
+    from pipeline.store import reports
 
     query, close = reader(s)
     try:
@@ -376,7 +378,7 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.status import collect
+    from pipeline.stream.status import collect
 
     try:
         doc = asyncio.run(collect(s))
@@ -394,9 +396,9 @@ def cmd_web(args: argparse.Namespace, s: Settings) -> int:
     """The live page for a ClickHouse the CLI can reach (a server, or a sink's embedded one)."""
     from dataclasses import replace
 
-    from pipeline.api import start
-    from pipeline.guard import application
-    from pipeline.web import LiveView, add_routes
+    from pipeline.store.api import start
+    from pipeline.store.guard import application
+    from pipeline.live.web import LiveView, add_routes
 
     query, close = reader(s)
     s = replace(s, api_port=args.port, web_host=args.host)
@@ -416,7 +418,7 @@ def cmd_web(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_top(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline import top
+    from pipeline.live import top
 
     url = api.find(s) if s.clickhouse.startswith("chdb://") else None
     if url:
@@ -429,21 +431,21 @@ def cmd_top(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
-    from pipeline.demo import run
+    from pipeline.ops.demo import run
 
     return run(s, duration=args.duration, rate=args.rate)
 
 
 def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
     if args.state:
-        from pipeline.statebench import run as run_state
+        from pipeline.ops.statebench import run as run_state
 
         return run_state(s, args.state)
     if args.noop_worker:
-        from pipeline.bench import noop_worker
+        from pipeline.ops.bench import noop_worker
 
         return noop_worker(s, args.noop_worker, args.events)
-    from pipeline.bench import run
+    from pipeline.ops.bench import run
 
     return run(s, events=args.events, as_json=args.json)
 
@@ -564,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from pipeline.replay import ProduceFailed
+    from pipeline.ops.replay import ProduceFailed
 
     # Without a configured handler, the clients' own error records (one per failed connection) would
     # reach stderr through logging's last resort next to our one line. Workers configure logging

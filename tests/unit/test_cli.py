@@ -55,7 +55,7 @@ def test_every_command_has_help(cmd: str) -> None:
 def test_generate_writes_an_incident_and_a_stall_into_the_file(tmp_path) -> None:
     import orjson
 
-    from pipeline.events import parse_ts
+    from pipeline.core.events import parse_ts
 
     out = tmp_path / "t.jsonl"
     proc = run("generate", "--rate", "10", "--duration", "7200", "--out", str(out), "--start",

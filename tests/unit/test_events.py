@@ -8,7 +8,7 @@ import jsonschema
 import orjson
 import pytest
 
-from pipeline.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
+from pipeline.core.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {name: json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())

@@ -1,0 +1,502 @@
+"""The Faust app: made here and only here.
+
+`create_app(settings)` wires the join agent (accepted + queue-ready + ticks,
+co-partitioned by message id), the state table with its changelog, the
+wall-clock ticker, a status file for the CLI, and (unless disabled) the
+ClickHouse sink service. Start it with `mailsla worker`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import weakref
+from collections import defaultdict
+from typing import Any
+
+import faust
+from faust.sensors import Monitor, SensorDelegate
+from faust.streams import _current_event
+from faust.types import TP
+
+from pipeline.core import batching
+from pipeline.stream.faust_internals import fastconsume
+from pipeline.core.config import Settings
+from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
+from pipeline.stream.runtime import JoinRuntime, Out
+from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
+from pipeline.stream.status import remove_stale
+from pipeline.stream.writer import ResultWriter
+
+log = logging.getLogger("mailsla.worker")
+
+
+def broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+class _ReadOffsets(defaultdict):
+    """Faust's read positions, except for our input topics.
+
+    Faust drops any record below the last offset it read from a partition. After a seek
+    (its own at recovery, or ours when records were skipped) the rest of the batch in
+    flight moves that mark up again, so the re-fetched records are dropped too: seen
+    after a SIGKILL, the first records after the committed offset never reached the
+    agent. For the input topics the agent's OffsetTracker orders records itself."""
+
+    def __init__(self, untracked: set[str]) -> None:
+        super().__init__(lambda: None)
+        self.untracked = untracked
+
+    def __getitem__(self, tp: Any) -> Any:
+        return None if tp.topic in self.untracked else super().__getitem__(tp)
+
+
+class QuietSensors(SensorDelegate):
+    """Faust's sensor hooks as no-ops, and no Monitor: they run several times per record (message
+    in, stream in/out, send initiated/completed, commit...) and nothing here reads them. Only
+    `on_send_error` reaches the sensors added here (`_SendFailures`)."""
+
+    def add(self, sensor: Any) -> None:
+        if not isinstance(sensor, Monitor):
+            super().add(sensor)
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        for sensor in self._sensors:
+            sensor.on_send_error(producer, exc, state)
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _state(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"quiet": True}  # Faust warns of a rebalance without sensor state
+
+
+for _name in dir(SensorDelegate):
+    if _name.startswith("on_") and _name != "on_send_error":
+        setattr(QuietSensors, _name, _state if _name.startswith("on_rebalance") else _noop)
+
+
+def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
+    """Per input partition, the next offset to process and the last committed (for `status`)."""
+    return {
+        "next": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.expected.items())},
+        "committed": {f"{tp[0]}-{tp[1]}": o for tp, o in sorted(tracker.committed.items())},
+        "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped, "absent": tracker.absent,
+        "probe_fetches": probe.fetches,
+    }
+
+
+COMMIT_TIMEOUT_S = 10.0
+
+
+class _SendFailures(faust.Sensor):
+    """Records Faust could not deliver (Kafka away for longer than the producer keeps them).
+
+    Faust only logs those. Their input offsets must then never be committed: the worker stops
+    instead (exit 1), and its restart processes the input again from the last commit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+        self.last = ""
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.count += 1
+        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+async def _commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, int]:
+    """Commit offsets of our choosing; returns those committed (none when Kafka refuses or does
+    not answer, only the assigned ones otherwise).
+
+    Not Faust's `Consumer._commit`: that one crashes the whole worker on any commit error
+    other than "already rebalanced" (a coordinator gone during a broker outage, a timeout),
+    and waits without limit for a coordinator while the broker is down. A failed commit is
+    harmless: the records are processed again after a restart or rebalance, and the join
+    skips or de-duplicates them."""
+    from aiokafka.errors import KafkaError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    thread = app.consumer._thread  # noqa: SLF001 - the aiokafka consumer lives on Faust's consumer thread
+
+    async def commit(offs: dict[Any, int]) -> dict[Any, int]:
+        consumer = thread._ensure_consumer()  # noqa: SLF001
+        assigned = consumer.assignment()
+        mine = {tp: o for tp, o in offs.items() if TopicPartition(tp.topic, tp.partition) in assigned}
+        if not mine:
+            return {}
+        try:
+            await asyncio.wait_for(consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "")
+                                                    for tp, o in mine.items()}), COMMIT_TIMEOUT_S)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.warning("commit of input offsets failed (%s); those records are processed again later, "
+                        "harmlessly", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            return {}
+        return mine
+    return await thread.call_thread(commit, dict(offsets))
+
+
+def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """The Faust app with this project's settings (the join worker's, and the bench's no-op agent's)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    session = settings.session_timeout_s  # 0: Faust's defaults (60 s session, 3 s heartbeat)
+    timeouts = ({"broker_session_timeout": session, "broker_heartbeat_interval": session / 3}
+                if session else {})
+    if settings.producer_timeout_s:
+        timeouts["producer_request_timeout"] = settings.producer_timeout_s
+    app = faust.App(
+        app_id or settings.app_id,
+        broker=broker_url(settings.kafka),
+        broker_credentials=broker_credentials(settings),  # MAILSLA_KAFKA_SECURITY_PROTOCOL etc.; None = PLAINTEXT
+        store=settings.store,
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.02,
+        producer_max_batch_size=256 * 1024,
+        stream_buffer_maxsize=16384,
+        broker_commit_every=5000,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=3600.0,
+        **timeouts,
+    )
+    app.sensors = QuietSensors(app)
+    return app
+
+
+def noop_app(settings: Settings, events: int, out: Any) -> faust.App:
+    """The bench's reference: an agent that reads the input topics in batches, as the join agent
+    does, with the same app settings, and does nothing. Writes the first and last record's time
+    to `out` (a path) once `events` records were read, then stops the worker."""
+    app = make_app(settings, app_id=f"{settings.app_id}-noop")
+    source = app.topic(settings.topic_accepted, settings.topic_ready, acks=False,
+                       partitions=settings.partitions, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="noop")
+    async def noop(stream: Any) -> None:
+        seen, first = 0, None
+        async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
+            first = first or time.time()
+            seen += len(events)
+            if seen >= events_total and not out.exists():
+                out.write_text(json.dumps({"first_at": first, "last_at": time.time(), "events": seen}))
+
+    events_total = events
+    return app
+
+
+def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
+    app = make_app(settings)
+    s = settings
+    # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
+    source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks, acks=False,
+                       partitions=s.partitions, key_serializer="raw", value_serializer="raw")
+    dead_letters = app.topic(s.topic_dead_letters, partitions=s.partitions)
+    inputs = {s.topic_accepted: app.topic(s.topic_accepted), s.topic_ready: app.topic(s.topic_ready)}
+    ticks = app.topic(s.topic_ticks, partitions=s.partitions)
+    table = app.Table("join-state", default=None, partitions=s.partitions,
+                      key_type=bytes, value_type=bytes)
+    table.key_serializer = table.value_serializer = "raw"  # before the changelog topic exists
+    state = batching.StateBuffer(table.data)  # reads see the batch's writes; written once per batch
+    runtime = JoinRuntime(settings, state)
+    app.mailsla_runtime = runtime  # type: ignore[attr-defined]
+
+    tracker = OffsetTracker()
+    app.mailsla_offsets = tracker  # type: ignore[attr-defined]
+
+    def lagging(partition: int) -> set[str]:
+        """Input streams of `partition` with records not yet processed: the last fetch saw a log end
+        (highwater) beyond the next offset to process, or nothing is known yet. Such a stream is
+        never quiet, so the wall clock cannot move event time past records still unread (#14)."""
+        out = set()
+        for name, topic in (("accepted", s.topic_accepted), ("ready", s.topic_ready)):
+            tp = TP(topic, partition)
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned (yet): unknown counts as unread
+                end = None
+            want = tracker.expected.get(tp)
+            if end is None or (end > 0 and (want is None or want < end)):
+                out.add(name)
+        return out
+
+    runtime.lagging = lagging
+    # finished states become fingerprints only once the record that finished them is committed
+    runtime.committed = lambda topic, partition: tracker.committed.get(TP(topic, partition), -1)
+    app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
+
+    probe = OffsetProbe(s)
+
+    async def pass_absent(tp: Any, want: int, timeout_s: float) -> bool:
+        """Ask Kafka where the first record at or after `want` is; if the offsets before it hold no
+        record (retention, compaction, transaction markers), go past them and say so. A failed
+        question concludes nothing."""
+        try:
+            first = await probe.next_offset(tp.topic, tp.partition, want, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - waiting is always safe
+            log.warning("input %s-%d: could not check offset %d (%s)", tp.topic, tp.partition, want, exc)
+            return False
+        if first is None or first <= want or tracker.expected.get(tp) != want:
+            return False
+        # one offset: a transaction marker, routine; more: retention or compaction, worth a look
+        log.log(logging.WARNING if first - want > 1 else logging.DEBUG,
+                "input %s-%d: offsets %d..%d hold no records in Kafka; going on",
+                tp.topic, tp.partition, want, first - 1)
+        tracker.skip_absent(tp, first)
+        return True
+
+    async def rewind(tp: Any, offset: int, want: int) -> str:
+        """A record above the expected offset arrived: either offsets with no record lie between
+        (go past them), or Faust skipped records (seek back and wait for them)."""
+        if await pass_absent(tp, want, 5.0):
+            return tracker.check(tp, offset, time.monotonic())
+        log.warning("input %s-%d: got offset %d, expected %d; seeking back", tp.topic, tp.partition, offset, want)
+        await app.consumer.seek(tp, want)
+        return REWIND
+
+    processed = [0]  # input records processed (re-reads after a crash or rebalance included), for status
+
+    def process(msg: Any) -> list[Any]:
+        """The runtime's outputs for one record. A bug of ours on some record becomes that record's
+        dead letter (with the error) and a counted, logged error, never a stopped partition."""
+        try:
+            return runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            runtime.counters["internal_errors"] += 1
+            log.exception("input %s-%d offset %d: internal error; sent to the dead-letter topic",
+                          msg.topic, msg.partition, msg.offset)
+            return [Out("dead_letter", msg.key, dead_letter(msg.topic, msg.partition, msg.offset, msg.key,
+                                                            msg.value or b"", f"internal error: {exc!r}"[:500]))]
+
+    changelog = table.changelog_topic.get_topic_name()
+
+    def _sent(fut: Any) -> None:
+        """A record this loop sent is delivered or failed: a failure counts as one of Faust's own
+        (`_SendFailures`: no commit after it, the worker stops)."""
+        if fut.cancelled() or fut.exception() is not None:
+            send_failures.count += 1
+            send_failures.last = repr(fut.exception() if not fut.cancelled() else "cancelled")[:200]
+            return
+
+    def _persisted(fut: Any) -> None:
+        """What Table._on_changelog_sent does: RocksDB remembers the changelog offset it has."""
+        _sent(fut)
+        if not fut.cancelled() and fut.exception() is None:
+            res = fut.result()
+            table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset)
+
+    async def send_batch(results_by_p: dict[int, list[bytes]], others: list[Any],
+                         last_event: dict[int, Any]) -> None:
+        """Hand the batch's outputs to the producer: each state key once (its final value), the
+        result rows as one record per results partition, dead letters and re-keyed records."""
+        writes = state.take()
+        producer = app.producer
+        for p, kvs in writes.items():  # the store first, synchronously: reads after this see it
+            _current_event.set(weakref.ref(last_event[p]))  # the RocksDB store picks its partition from the event
+            for key, value in kvs:
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
+        for p, kvs in writes.items():
+            for key, value in kvs:
+                fut = await producer.send(changelog, key, value, p, None, None)
+                fut.add_done_callback(_persisted)
+        for p, values in results_by_p.items():
+            for value in batching.encode_results(values):
+                fut = await producer.send(s.topic_results, None, value, p, None, None)
+                fut.add_done_callback(_sent)
+        for out in others:
+            if out.kind == "dead_letter":
+                await dead_letters.send(key=out.key, value=out.value)
+            else:
+                await inputs[out.topic].send(key=out.key, value=out.value)  # type: ignore[index]
+        results_by_p.clear()
+        others.clear()
+
+    first_record_at: float | None = None  # for the bench: when this process got its first batch
+
+    class _At:
+        """Stands in for Faust's current event: the RocksDB store takes its partition from it."""
+
+        __slots__ = ("message", "__weakref__")
+
+        def __init__(self, message: Any) -> None:
+            self.message = message
+
+    # the input topics' records come in lists, not through the agent's stream (pipeline/fastconsume.py)
+    inbox = fastconsume.install(app.consumer, {s.topic_accepted, s.topic_ready, s.topic_ticks})
+
+    @app.agent(source, name="join")
+    async def join_agent(stream: Any) -> None:
+        """Subscribes the worker to the input topics; their records go to `join_loop`."""
+        async for _ in stream:
+            pass
+
+    @app.task
+    async def join_loop() -> None:
+        """Runs the join; if it fails (a send Kafka refuses), the whole worker stops non-zero: a
+        supervisor (Kubernetes, `worker --processes`) restarts it from the committed offsets. A
+        half-alive worker with a stopped join would look healthy while its partitions stood still."""
+        try:
+            await _join_batches()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("join agent failed: %r; stopping the worker (exit 1) so that it restarts", exc)
+            await app.crash(exc)
+            raise
+
+    async def _join_batches() -> None:
+        """Works batches of input records of the partitions this worker owns; each partition's
+        records in offset order. An input offset may be committed only once the outputs of its
+        record are with the producer: the tracker holds commits at the offsets whose outputs
+        were sent until the batch's outputs are sent too."""
+        nonlocal first_record_at
+        results_by_p: dict[int, list[bytes]] = {}
+        others: list[Any] = []
+        last_event: dict[int, Any] = {}
+        while True:
+            batch = await fastconsume.batches(inbox, batching.JOIN_BATCH_EVENTS)
+            if first_record_at is None:
+                first_record_at = time.time()
+            owned = app.consumer.assignment()
+            tracker.hold()
+            for msg in batch:
+                tp = msg.tp
+                if tp not in owned:
+                    continue  # revoked since it was fetched: the next owner processes it
+                want = tracker.expected.get(tp)
+                action = tracker.check(tp, msg.offset, time.monotonic())
+                if action == REWIND and want is not None:  # records skipped, or offsets with no record?
+                    await send_batch(results_by_p, others, last_event)  # nothing unsent across an await
+                    tracker.release()
+                    action = await rewind(tp, msg.offset, want)
+                    owned = app.consumer.assignment()
+                    tracker.hold()
+                    if tp not in owned:
+                        continue
+                if action != PROCESS:
+                    continue
+                at = last_event[msg.partition] = _At(msg)
+                _current_event.set(weakref.ref(at))
+                state.partition = msg.partition
+                for out in process(msg):
+                    if out.kind == "result":
+                        results_by_p.setdefault(msg.partition, []).append(out.value)
+                    else:
+                        others.append(out)
+                tracker.done(tp, msg.offset)  # committable once the batch's outputs are sent
+                processed[0] += 1
+            await send_batch(results_by_p, others, last_event)
+            tracker.release()
+            last_event.clear()
+            _current_event.set(None)
+
+    stalled_at: dict[Any, int] = {}
+
+    @app.timer(interval=5.0)
+    async def pass_trailing_markers() -> None:
+        """A partition that made no progress for 5 s may be waiting for offsets that hold no record:
+        a transaction's commit marker after its last record is never delivered, so without this the
+        input lag stays above zero for good. Ask Kafka; go past such offsets only on its answer."""
+        for tp, want in list(tracker.expected.items()):
+            if stalled_at.get(tp) == want:
+                await pass_absent(tp, want, 1.0)
+        stalled_at.clear()
+        stalled_at.update(tracker.expected)
+
+    send_failures = _SendFailures()
+    app.sensors.add(send_failures)
+
+    async def commit_inputs() -> None:
+        """Commit the input offsets processed so far, after their outputs are flushed."""
+        offsets = tracker.to_commit()
+        if offsets:
+            await app.producer.flush()
+            await asyncio.sleep(0)  # the delivery callbacks of what the flush waited for run first
+            if send_failures.count:  # outputs lost: committing would lose them for good
+                log.error("%d records could not be delivered to Kafka (%s); stopping without committing, "
+                          "so a restart processes the input again from the last commit",
+                          send_failures.count, send_failures.last)
+                await app.crash(RuntimeError(f"{send_failures.count} records not delivered to Kafka"))
+                return
+            done = await _commit_quietly(app, offsets)
+            if done:
+                tracker.did_commit(done)
+
+    @app.timer(interval=1.0)
+    async def commit_timer() -> None:
+        await commit_inputs()
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        try:
+            await commit_inputs()  # so the next owner starts where this one stopped
+        except Exception as exc:  # noqa: BLE001 - the next owner re-processes instead: harmless
+            log.warning("commit at revoke failed: %s", exc)
+        tracker.revoke(set(revoked))
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        runtime.reset({tp.partition for tp in assigned if tp.topic == s.topic_accepted})
+        inputs_tps = [tp for tp in assigned if tp.topic in (s.topic_accepted, s.topic_ready, s.topic_ticks)]
+        try:
+            start = await committed_offsets(s, s.app_id, inputs_tps)
+        except Exception as exc:  # noqa: BLE001 - fall back to trusting the first record seen
+            log.warning("could not read committed offsets (%s); trusting the first record per partition", exc)
+            start = {}
+        tracker.assign({TP(t, p): o for (t, p), o in start.items()})
+
+    if s.idle_grace_s > 0:
+        @app.timer(interval=1.0)
+        async def tick() -> None:
+            """Wall-clock ticks: let quiet partitions' watermarks advance (live mode)."""
+            for p in range(s.partitions):
+                await ticks.send(key=None, value=b"", partition=p)
+
+    remove_stale(s)
+    @app.timer(interval=2.0)
+    async def unstick_fetcher() -> None:
+        """faust-streaming takes a partition out of the fetcher when its stream buffer fills and
+        can miss putting it back (seen here after a SIGKILL and restart: one partition with lag,
+        never fetched again). Put such partitions back every 2 s; if the buffer is really still
+        full, Faust takes them out again on the next record."""
+        consumer = app.consumer
+        for tp in list(getattr(consumer, "_buffered_partitions", ())):
+            consumer.on_buffer_drop(tp)
+
+    status_path = s.data_dir / "run" / f"join-{os.getpid()}.json"
+
+    @app.timer(interval=2.0)
+    async def write_status() -> None:
+        """The CLI's `status` reads pending messages from here."""
+        status_path.parent.mkdir(parents=True, exist_ok=True)
+        snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
+                                     "processed": processed[0], "first_record_at": first_record_at}
+        tmp = status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snap))
+        tmp.replace(status_path)
+
+    @app.on_before_shutdown.connect
+    async def _final_status(sender: Any, **kwargs: Any) -> None:
+        await write_status()
+        await probe.stop()
+
+    if with_sink:
+        writer = ResultWriter(settings)
+
+        @app.task
+        async def start_sink() -> None:
+            """The sink stops with the app: it flushes and commits on SIGTERM."""
+            await app.add_runtime_dependency(writer)
+    return app

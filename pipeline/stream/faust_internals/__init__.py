@@ -1,0 +1,1 @@
+"""Everything that depends on faust-streaming internals."""
