@@ -13,16 +13,16 @@ import logging
 import os
 import time
 import weakref
-from collections import defaultdict
 from typing import Any
 
 import faust
-from faust.sensors import Monitor, SensorDelegate
-from faust.streams import _current_event
 from faust.types import TP
 
 from pipeline.core import batching
 from pipeline.stream.faust_internals import fastconsume
+from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_quietly, current_event as _current_event
+from pipeline.stream.faust_internals.consumer import keep_read_offsets, put_back_buffered
+from pipeline.stream.faust_internals.sensors import QuietSensors, SendFailures as _SendFailures
 from pipeline.core.config import Settings
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
@@ -37,50 +37,6 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
-class _ReadOffsets(defaultdict):
-    """Faust's read positions, except for our input topics.
-
-    Faust drops any record below the last offset it read from a partition. After a seek
-    (its own at recovery, or ours when records were skipped) the rest of the batch in
-    flight moves that mark up again, so the re-fetched records are dropped too: seen
-    after a SIGKILL, the first records after the committed offset never reached the
-    agent. For the input topics the agent's OffsetTracker orders records itself."""
-
-    def __init__(self, untracked: set[str]) -> None:
-        super().__init__(lambda: None)
-        self.untracked = untracked
-
-    def __getitem__(self, tp: Any) -> Any:
-        return None if tp.topic in self.untracked else super().__getitem__(tp)
-
-
-class QuietSensors(SensorDelegate):
-    """Faust's sensor hooks as no-ops, and no Monitor: they run several times per record (message
-    in, stream in/out, send initiated/completed, commit...) and nothing here reads them. Only
-    `on_send_error` reaches the sensors added here (`_SendFailures`)."""
-
-    def add(self, sensor: Any) -> None:
-        if not isinstance(sensor, Monitor):
-            super().add(sensor)
-
-    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        for sensor in self._sensors:
-            sensor.on_send_error(producer, exc, state)
-
-
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _state(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"quiet": True}  # Faust warns of a rebalance without sensor state
-
-
-for _name in dir(SensorDelegate):
-    if _name.startswith("on_") and _name != "on_send_error":
-        setattr(QuietSensors, _name, _state if _name.startswith("on_rebalance") else _noop)
-
-
 def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
     """Per input partition, the next offset to process and the last committed (for `status`)."""
     return {
@@ -89,56 +45,6 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
         "rewinds": tracker.rewinds, "skipped_redeliveries": tracker.skipped, "absent": tracker.absent,
         "probe_fetches": probe.fetches,
     }
-
-
-COMMIT_TIMEOUT_S = 10.0
-
-
-class _SendFailures(faust.Sensor):
-    """Records Faust could not deliver (Kafka away for longer than the producer keeps them).
-
-    Faust only logs those. Their input offsets must then never be committed: the worker stops
-    instead (exit 1), and its restart processes the input again from the last commit."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.count = 0
-        self.last = ""
-
-    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        self.count += 1
-        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
-async def _commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, int]:
-    """Commit offsets of our choosing; returns those committed (none when Kafka refuses or does
-    not answer, only the assigned ones otherwise).
-
-    Not Faust's `Consumer._commit`: that one crashes the whole worker on any commit error
-    other than "already rebalanced" (a coordinator gone during a broker outage, a timeout),
-    and waits without limit for a coordinator while the broker is down. A failed commit is
-    harmless: the records are processed again after a restart or rebalance, and the join
-    skips or de-duplicates them."""
-    from aiokafka.errors import KafkaError
-    from aiokafka.structs import OffsetAndMetadata, TopicPartition
-
-    thread = app.consumer._thread  # noqa: SLF001 - the aiokafka consumer lives on Faust's consumer thread
-
-    async def commit(offs: dict[Any, int]) -> dict[Any, int]:
-        consumer = thread._ensure_consumer()  # noqa: SLF001
-        assigned = consumer.assignment()
-        mine = {tp: o for tp, o in offs.items() if TopicPartition(tp.topic, tp.partition) in assigned}
-        if not mine:
-            return {}
-        try:
-            await asyncio.wait_for(consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(o, "")
-                                                    for tp, o in mine.items()}), COMMIT_TIMEOUT_S)
-        except (KafkaError, asyncio.TimeoutError) as exc:
-            log.warning("commit of input offsets failed (%s); those records are processed again later, "
-                        "harmlessly", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
-            return {}
-        return mine
-    return await thread.call_thread(commit, dict(offsets))
 
 
 def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
@@ -232,7 +138,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     runtime.lagging = lagging
     # finished states become fingerprints only once the record that finished them is committed
     runtime.committed = lambda topic, partition: tracker.committed.get(TP(topic, partition), -1)
-    app.consumer._read_offset = _ReadOffsets({s.topic_accepted, s.topic_ready, s.topic_ticks})  # noqa: SLF001
+    keep_read_offsets(app.consumer, {s.topic_accepted, s.topic_ready, s.topic_ticks})
 
     probe = OffsetProbe(s)
 
@@ -471,9 +377,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         can miss putting it back (seen here after a SIGKILL and restart: one partition with lag,
         never fetched again). Put such partitions back every 2 s; if the buffer is really still
         full, Faust takes them out again on the next record."""
-        consumer = app.consumer
-        for tp in list(getattr(consumer, "_buffered_partitions", ())):
-            consumer.on_buffer_drop(tp)
+        put_back_buffered(app.consumer)
 
     status_path = s.data_dir / "run" / f"join-{os.getpid()}.json"
 
