@@ -192,7 +192,7 @@ def noop_worker(settings: Settings, out: str, events: int) -> int:
     from faust.worker import Worker
 
     from pipeline.stream.app import noop_app
-    from pipeline.cli import _fast_loop
+    from pipeline.stream.commands import fast_loop as _fast_loop
 
     _fast_loop()
     app = noop_app(settings, events, Path(out))

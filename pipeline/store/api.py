@@ -18,7 +18,6 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,34 +26,11 @@ from aiohttp import web
 from pipeline.store import guard
 from pipeline.store.adhoc import READERS, LimitExceeded, QueryError, in_thread, new_tag
 from pipeline.core.config import Settings
+from pipeline.store.owner import find, record_path  # noqa: F401 - `api.find` for its callers
 
 BIND = "127.0.0.1"
 DEFAULT_PORT = 8642
 log = logging.getLogger("mailsla.api")
-
-
-def record_path(settings: Settings) -> Path:
-    return settings.data_dir / "run" / "api.json"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def find(settings: Settings) -> str | None:
-    """The URL of a live owner of this data dir's database, if any."""
-    path = record_path(settings)
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec["url"] if pid_alive(int(rec.get("pid", -1))) else None
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from pipeline.store.api import pid_alive
+from pipeline.store.owner import pid_alive
 from pipeline.core.config import Settings
 from pipeline.stream.kafka import end_offsets, group_lag
 

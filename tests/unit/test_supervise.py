@@ -24,7 +24,7 @@ while True:
 SUPERVISOR = r"""
 import subprocess, sys, time
 from pathlib import Path
-from pipeline.ops import supervise
+from pipeline.stream import supervise
 from pipeline.core.config import load
 from dataclasses import replace
 marker = sys.argv[2]
