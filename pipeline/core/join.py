@@ -1,7 +1,7 @@
 """The per-message join of `accepted` and `queue-ready`, in event time.
 
 Pure: no Kafka, no ClickHouse, no clock of its own. The Faust agent
-(`pipeline.app`) keeps one `state` dict per message id in a table, calls
+(`pipeline.stream.app`) keeps one `state` dict per message id in a table, calls
 `on_accepted` / `on_ready` for each input event and `settle` when the
 partition's watermark reaches `next_due(state)`, and forwards the rows each
 `Step` returns to the results topic.
@@ -155,7 +155,7 @@ def _expire_at(state: State, policy: JoinPolicy) -> int | None:
 
 def expire_at(state: State, policy: JoinPolicy) -> int | None:
     """The watermark at which a state that has its verdict is dropped (None: not before it is
-    settled); the runtime keeps a finished message's fingerprint until then (`pipeline.dedup`)."""
+    settled); the runtime keeps a finished message's fingerprint until then (`pipeline.core.dedup`)."""
     return _expire_at(state, policy)
 
 

@@ -1,7 +1,7 @@
 """Compact binary encoding of a join state (the value of the `join-state` table).
 
-Runs for every table write and read of the join runtime (`pipeline.runtime`).
-`pipeline.join` keeps working on plain dicts; only the bytes in the table change.
+Runs for every table write and read of the join runtime (`pipeline.stream.runtime`).
+`pipeline.core.join` keeps working on plain dicts; only the bytes in the table change.
 
 A state used to be the orjson of its dict (~110 B for a waiting message). Now it
 is version byte 0x01, a 16-bit field mask, then the present fields

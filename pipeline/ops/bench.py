@@ -170,7 +170,7 @@ def run(settings: Settings, events: int, as_json: bool = False) -> int:
 
 
 def _noop_run(s: Settings, env: dict[str, str], produced: int) -> float | None:
-    """A no-op Faust agent (pipeline.app.noop_app) over the same topics: events/s from its first
+    """A no-op Faust agent (pipeline.stream.app.noop_app) over the same topics: events/s from its first
     record to its last."""
     out = s.data_dir / "noop" / "done.json"
     out.parent.mkdir(parents=True, exist_ok=True)

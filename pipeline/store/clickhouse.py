@@ -3,7 +3,7 @@
 `Store` is opened once per process (chDB allows one engine per process). Its
 writer connection serialises the sink's inserts and internal reads with a lock;
 ad-hoc SQL (the CLI, the API, the live page) goes through `Store.adhoc`, on
-reader connections of its own with limits (pipeline/adhoc.py), so a heavy
+reader connections of its own with limits (pipeline/store/adhoc.py), so a heavy
 analyst query never holds up an insert. `prepare_rows` is the pure part of a
 write: it turns result rows into table rows carrying both what the row now
 contributes to the aggregates and what the row it replaces contributed, so
@@ -89,7 +89,7 @@ def ddl_statements(database: str, policy: Policy | None = None, cluster: str = "
     """The versioned DDL files, in order, split into statements, placeholders filled in.
 
     With `cluster` (MAILSLA_CLICKHOUSE_CLUSTER) they are rewritten for that ClickHouse cluster:
-    Replicated*MergeTree local tables and Distributed tables, ON CLUSTER (pipeline/cluster.py)."""
+    Replicated*MergeTree local tables and Distributed tables, ON CLUSTER (pipeline/store/cluster.py)."""
     params = ddl_params(database, policy)
     out: list[str] = []
     files = sorted(p for p in resources.files("pipeline.store.ddl").iterdir() if p.name.endswith(".sql"))

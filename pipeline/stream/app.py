@@ -103,7 +103,7 @@ def noop_app(settings: Settings, events: int, out: Any) -> faust.App:
 def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     app = make_app(settings)
     s = settings
-    # acks off: the agent tracks and commits its input offsets itself (pipeline/offsets.py)
+    # acks off: the agent tracks and commits its input offsets itself (pipeline/stream/offsets.py)
     source = app.topic(s.topic_accepted, s.topic_ready, s.topic_ticks, acks=False,
                        partitions=s.partitions, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(s.topic_dead_letters, partitions=s.partitions)
@@ -239,7 +239,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         def __init__(self, message: Any) -> None:
             self.message = message
 
-    # the input topics' records come in lists, not through the agent's stream (pipeline/fastconsume.py)
+    # the input topics' records come in lists, not through the agent's stream (faust_internals/fastconsume.py)
     inbox = fastconsume.install(app.consumer, {s.topic_accepted, s.topic_ready, s.topic_ticks})
 
     @app.agent(source, name="join")

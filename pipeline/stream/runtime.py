@@ -243,7 +243,7 @@ class JoinRuntime:
     def _fingerprint(self, p: int, part: Partition) -> None:
         """Finished states whose finishing record is committed become fingerprints; chunks of hours
         the watermark has passed go. Runs in the stream context of a record of partition `p`, so
-        the table writes go to its changelog partition (`pipeline.dedup.convert`)."""
+        the table writes go to its changelog partition (`pipeline.core.dedup.convert`)."""
         n = convert(self.table, part.fps, part.finished, lambda topic: self.committed(topic, p),  # type: ignore[arg-type]
                     self.policy, part.wm.value, lambda key, state: self._schedule(part, key, state, part.wm.value),
                     lambda key, state: [part.deadlines.discard(d, key) for d in join.earlier_dues(state, self.policy)])
@@ -270,7 +270,7 @@ class JoinRuntime:
 
     def oldest_pending(self) -> dict[str, int | None]:
         """accepted_at of the oldest message still waiting for queue-ready, per class (None: none),
-        rounded down to the second (`pipeline.deadlines.Waiting`)."""
+        rounded down to the second (`pipeline.core.deadlines.Waiting`)."""
         out: dict[str, int | None] = {}
         for cls in ("transactional", "campaign"):
             found = [t for t in (part.waiting.oldest(cls) for part in self.parts.values()) if t is not None]

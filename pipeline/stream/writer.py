@@ -196,7 +196,7 @@ class ResultWriter(Service):
 
     def to_rows(self, topic: str, offset: int, key: bytes | None, value: bytes | None,
                 partition: int = -1) -> list[dict[str, Any]]:
-        """A record -> its rows: a results record may carry a batch of rows (pipeline/batching.py)."""
+        """A record -> its rows: a results record may carry a batch of rows (pipeline/core/batching.py)."""
         if topic == self.settings.topic_results:
             return decode_results(value)
         row = self.to_row(topic, offset, key, value, partition)

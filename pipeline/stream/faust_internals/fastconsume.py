@@ -4,7 +4,7 @@ Faust hands every fetched record to its conductor one at a time, each inside
 `Service.wait_first` (a task and a wait per record), then through a stream
 queue, the stream's per-event context and the agent's iteration: py-spy put
 ~57% of a no-op agent's time there, ~110 us per record on this machine. The
-join works records in batches anyway (pipeline/batching.py), so for its input
+join works records in batches anyway (pipeline/core/batching.py), so for its input
 topics this replaces the consumer's drain loop with one that collects each
 fetch's records and puts them on a bounded queue as one list. Records of every
 other topic (the table's changelog during recovery) take Faust's own path,
@@ -17,7 +17,7 @@ What Faust's path did that still matters here:
   own, and its OffsetTracker skips re-deliveries and seeks back over gaps;
 - backpressure: the queue is bounded; a full queue stops fetching;
 - read offsets and acks: the input topics run with acks off and outside
-  Faust's read-offset check (pipeline/app.py `_ReadOffsets`) already.
+  Faust's read-offset check (faust_internals/consumer.py `_ReadOffsets`) already.
 """
 from __future__ import annotations
 
