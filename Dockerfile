@@ -58,7 +58,7 @@ USER 10001:10001
 # answers, hence the start period. Containers running other commands (generate, replay)
 # override or disable this check.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "pipeline.healthcheck", "/healthz"]
+    CMD ["python", "-m", "pipeline.ops.healthcheck", "/healthz"]
 
 ENTRYPOINT ["mailsla"]
 CMD ["worker"]

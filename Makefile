@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check
-	$(BIN)/python -c 'from pipeline.localkafka import ensure_jars; print("kafka jars:", ensure_jars())'
+	$(BIN)/python -c 'from pipeline.ops.localkafka import ensure_jars; print("kafka jars:", ensure_jars())'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the package and test deps, fetch the Kafka jars

@@ -1,5 +1,5 @@
 """An independent oracle for availability (issue #12): brute force, second by second, from the
-records as produced. Shares no code with pipeline/availability.py. Assumes whole-second times
+records as produced. Shares no code with pipeline/core/availability.py. Assumes whole-second times
 (what the tests generate) and the UTC policy time zone."""
 from __future__ import annotations
 

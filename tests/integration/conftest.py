@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline.localkafka import LocalKafka
+from pipeline.ops.localkafka import LocalKafka
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ class Pipeline:
         self.logs: list[Path] = []
 
     def settings(self) -> Any:
-        from pipeline import config
+        from pipeline.core import config
 
         old = dict(os.environ)
         os.environ.update(self.env)
@@ -89,7 +89,7 @@ class Pipeline:
                                 env=self.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         self.workers.append(proc)
         if "--no-sink" not in extra:  # the sink owns the database once its API is up
-            from pipeline import api
+            from pipeline.store import api
 
             deadline = time.monotonic() + 90
             while api.find(self.settings()) is None:
@@ -170,8 +170,8 @@ def new_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """`new_store(name)`: a migrated embedded ClickHouse store in a fresh data dir (no Kafka), for
     tests that write rows straight into the tables and read the views back."""
     def make(name: str) -> Any:
-        from pipeline import config
-        from pipeline.sinks.clickhouse import Store
+        from pipeline.core import config
+        from pipeline.store.clickhouse import Store
 
         os.environ["MAILSLA_DATA"] = str(tmp_path_factory.mktemp(name))
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.events import parse_ts
+from pipeline.core.events import parse_ts
 
 THRESHOLD = {"transactional": 1_800_000, "campaign": 43_200_000}
 

@@ -161,7 +161,8 @@ WATCHDOG = r"""
 import os, sys, tempfile
 from dataclasses import replace
 os.environ["MAILSLA_DATA"] = tempfile.mkdtemp()
-from pipeline import adhoc, config
+from pipeline.store import adhoc
+from pipeline.core import config
 adhoc.WATCHDOG_GRACE_S = -8.0  # the watchdog fires 2 s in, before the engine's own 10 s limit
 readers = adhoc.Readers(replace(config.load(), sql_max_seconds=10))
 try:

@@ -15,7 +15,7 @@ import pytest
 
 from avail_oracle import WINDOW, critical_oracle, oracle, scenario
 from cdp import Browser, chromium
-from pipeline.events import parse_ts
+from pipeline.core.events import parse_ts
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 

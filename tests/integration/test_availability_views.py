@@ -7,10 +7,10 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from pipeline import availability as av
-from pipeline.events import parse_ts
-from pipeline.sinks.clickhouse import Store, maintenance_row
-from pipeline.writer import availability_row
+from pipeline.core import availability as av
+from pipeline.core.events import parse_ts
+from pipeline.store.clickhouse import Store, maintenance_row
+from pipeline.stream.writer import availability_row
 from avail_oracle import WINDOW, critical_oracle, oracle, scenario
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def test_the_golden_example_gives_its_expected_output(store: Store) -> None:
     from dataclasses import replace
     from pathlib import Path
 
-    from pipeline.reports import public
+    from pipeline.store.reports import public
 
     ex = Path(__file__).resolve().parents[2] / "schemas" / "examples"
     want = json.loads((ex / "availability.expected.json").read_text())

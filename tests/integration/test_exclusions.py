@@ -12,8 +12,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline.events import parse_ts
-from pipeline.sinks.clickhouse import Store, maintenance_row
+from pipeline.core.events import parse_ts
+from pipeline.store.clickhouse import Store, maintenance_row
 
 pytestmark = pytest.mark.integration
 H, DAY = 3_600_000, 86_400_000

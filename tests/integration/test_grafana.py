@@ -86,8 +86,8 @@ ROWS = (
 
 SCRIPT = r"""
 import json, sys
-from pipeline import config
-from pipeline.sinks.clickhouse import Store
+from pipeline.core import config
+from pipeline.store.clickhouse import Store
 
 job = json.load(sys.stdin)
 store = Store(config.load())

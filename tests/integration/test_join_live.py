@@ -160,8 +160,8 @@ def test_offsets_taken_by_transaction_markers_are_not_waited_for_and_nothing_is_
 
     from aiokafka import AIOKafkaProducer
 
-    from pipeline.replay import lines_of, route
-    from pipeline.sinks.kafka import ensure_topics
+    from pipeline.ops.replay import lines_of, route
+    from pipeline.stream.kafka import ensure_topics
 
     traffic = tmp_path / "traffic.jsonl"
     pipeline.cli("generate", "--rate", "5", "--duration", "600", "--seed", "8",

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from oracle import NEVER_READY_MS, THRESHOLD, expected
-from pipeline.events import parse_ts
+from pipeline.core.events import parse_ts
 from test_join_live import _assert_exact, _messy
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import Pipeline
-from pipeline.localkafka import LocalKafka
+from pipeline.ops.localkafka import LocalKafka
 from test_join_live import _assert_exact
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def _processed(p: Pipeline) -> int:
 
 
 def _records(p: Pipeline, *topics: str) -> int:
-    from pipeline.sinks.kafka import end_offsets
+    from pipeline.stream.kafka import end_offsets
 
     offsets = asyncio.run(end_offsets(p.settings(), list(topics)))
     return sum(end - begin for begin, end in offsets.values())
@@ -93,7 +93,7 @@ def _report(name: str, **numbers: Any) -> None:
 
 
 def _start_sink(p: Pipeline) -> subprocess.Popen:
-    from pipeline import api
+    from pipeline.store import api
 
     log = p.root / f"sink-{len(p.logs)}.log"
     p.logs.append(log)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipeline.sinks.clickhouse import Store
+from pipeline.store.clickhouse import Store
 
 pytestmark = pytest.mark.integration
 T0 = 1_793_500_000_000  # 2026-11-01

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.events import parse_ts
-from pipeline.sla import EXCLUSION_REASONS
+from pipeline.core.events import parse_ts
+from pipeline.core.sla import EXCLUSION_REASONS
 
 pytestmark = pytest.mark.integration
 START = "2026-11-05T00:00:00Z"

@@ -93,9 +93,9 @@ def message(i: int, rev: int) -> dict[str, Any]:
 def run(mode: str, workdir: str) -> None:
     import clickhouse_connect
 
-    from pipeline.config import Settings
-    from pipeline.sinks import clickhouse
-    from pipeline.sinks.clickhouse import Store, maintenance_row, minute_of
+    from pipeline.core.config import Settings
+    from pipeline.store import clickhouse
+    from pipeline.store.clickhouse import Store, maintenance_row, minute_of
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,13 @@
-"""The announce rule (pipeline.faults.changes): what the live monitor tells the table, the topic
+"""The announce rule (pipeline.core.faults.changes): what the live monitor tells the table, the topic
 and the webhook each round. A fault that opens and resolves within one round is not announced,
 so a replay of old data into a live worker pages no one (issue #10)."""
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.faults import MINUTE, changes, fault_id
-from pipeline.policy import load
-from pipeline.reports import find_faults
+from pipeline.core.faults import MINUTE, changes, fault_id
+from pipeline.core.policy import load
+from pipeline.store.reports import find_faults
 
 P = load()
 T0 = 1_790_000_000_000 // MINUTE * MINUTE

@@ -1,5 +1,5 @@
-"""The API's gate (pipeline/guard.py): the /sql token, the Host and Origin checks, the body and
-live-client limits; the limits of ad-hoc SQL (pipeline/adhoc.py); the server-rendered page and
+"""The API's gate (pipeline/store/guard.py): the /sql token, the Host and Origin checks, the body and
+live-client limits; the limits of ad-hoc SQL (pipeline/store/adhoc.py); the server-rendered page and
 the smoothed rates. No ClickHouse, no Kafka: the server runs on a fake query function."""
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline import adhoc, guard, page
-from pipeline.config import ConfigError, load
-from pipeline.snapshot import _rates
+from pipeline.store import adhoc, guard
+from pipeline.live import page
+from pipeline.core.config import ConfigError, load
+from pipeline.live.snapshot import _rates
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_the_origin_check(method: str, path: str, headers: dict[str, str], refus
 
 
 def _app(settings: Any, query: Any) -> web.Application:
-    from pipeline.web import LiveView, add_routes
+    from pipeline.live.web import LiveView, add_routes
 
     app = guard.application(settings, "127.0.0.1")
     add_routes(app, LiveView(settings, query))
@@ -213,7 +214,7 @@ SNAP: dict[str, Any] = {
 def test_the_page_comes_with_the_snapshot_rendered_in() -> None:
     from importlib import resources
 
-    template = (resources.files("pipeline") / "static" / "index.html").read_text()
+    template = (resources.files("pipeline.live") / "static" / "index.html").read_text()
     html = page.render(template, SNAP)
     assert '<b id="event-time">2026-11-10T00:30:00Z</b>' in html
     assert '<td id="events-per-s" data-value="12.345">12.3</td>' in html

@@ -1,13 +1,13 @@
-"""The availability core (pipeline/availability.py): table-driven, no Kafka, no ClickHouse."""
+"""The availability core (pipeline/core/availability.py): table-driven, no Kafka, no ClickHouse."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from pipeline import availability as av
-from pipeline.events import parse_ts
-from pipeline.policy import load
+from pipeline.core import availability as av
+from pipeline.core.events import parse_ts
+from pipeline.core.policy import load
 
 P = load()
 OCT = av.month_span("2026-10")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.batching import StateBuffer, decode_results, encode_results
-from pipeline.offsets import PROCESS, OffsetTracker
+from pipeline.core.batching import StateBuffer, decode_results, encode_results
+from pipeline.stream.offsets import PROCESS, OffsetTracker
 
 
 def test_reads_see_the_batch_writes_and_each_key_is_written_once_with_its_final_value() -> None:
@@ -56,7 +56,7 @@ def test_offsets_done_in_a_held_batch_are_committed_only_after_release() -> None
 def test_repeated_warnings_that_differ_only_in_numbers_are_one_kind() -> None:
     import logging
 
-    from pipeline.lifecycle import RateLimitFilter
+    from pipeline.stream.faust_internals.lifecycle import RateLimitFilter
 
     f = RateLimitFilter(every=60.0)
 

@@ -55,7 +55,7 @@ def test_every_command_has_help(cmd: str) -> None:
 def test_generate_writes_an_incident_and_a_stall_into_the_file(tmp_path) -> None:
     import orjson
 
-    from pipeline.events import parse_ts
+    from pipeline.core.events import parse_ts
 
     out = tmp_path / "t.jsonl"
     proc = run("generate", "--rate", "10", "--duration", "7200", "--out", str(out), "--start",
@@ -84,11 +84,12 @@ def test_a_bad_accounts_file_names_its_line_and_publishes_nothing(tmp_path) -> N
 
 def test_a_query_stopped_by_a_limit_gets_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from pipeline import cli
+    from pipeline.store import commands
 
     def reader(*_: object, **__: object):
         def query(sql: str):
             raise cli.LimitHit("sql: query stopped: it ran longer than 30 s (MAILSLA_SQL_MAX_SECONDS)")
         return query, lambda: None
-    monkeypatch.setattr(cli, "reader", reader)
+    monkeypatch.setattr(commands, "reader", reader)
     assert cli.main(["sql", "SELECT 1"]) == 3
     assert capsys.readouterr().err == "sql: query stopped: it ran longer than 30 s (MAILSLA_SQL_MAX_SECONDS)\n"

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import orjson
 
-from pipeline.clock import ClockTrust
-from pipeline.config import load
-from pipeline.events import format_ts
-from pipeline.runtime import JoinRuntime
-from pipeline.watermark import Watermark
+from pipeline.core.clock import ClockTrust
+from pipeline.core.config import load
+from pipeline.core.events import format_ts
+from pipeline.stream.runtime import JoinRuntime
+from pipeline.core.watermark import Watermark
 
 MIN, H = 60_000, 3_600_000
 T0 = 1_790_000_000_000  # 2026-09-21

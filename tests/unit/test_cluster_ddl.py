@@ -1,5 +1,5 @@
 """ClickHouse cluster mode (MAILSLA_CLICKHOUSE_CLUSTER): the single-node DDL rewritten by
-pipeline/cluster.py. Pure checks of the statements, then chDB (embedded ClickHouse, one engine
+pipeline/store/cluster.py. Pure checks of the statements, then chDB (embedded ClickHouse, one engine
 per process, so in subprocesses): every statement parses, and the sink's Store gives the same
 tables, columns and numbers on a one-shard cluster as on one node."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.cluster import ClusterDDLError, cluster_statements, column_names, parse_table, strip_comments
-from pipeline.sinks.clickhouse import ddl_statements
+from pipeline.core import config
+from pipeline.store.cluster import ClusterDDLError, cluster_statements, column_names, parse_table, strip_comments
+from pipeline.store.clickhouse import ddl_statements
 
 DB = "mailsla"
 CLUSTER = "prod"
@@ -39,7 +39,7 @@ def tables(statements: tuple[str, ...]) -> dict[str, object]:
 
 def column_defs(columns: str) -> list[str]:
     """One normalised definition per column, in order (comments and spacing do not count)."""
-    from pipeline.cluster import split_top_level
+    from pipeline.store.cluster import split_top_level
 
     return [" ".join(c.split()) for c in split_top_level(strip_comments(columns))]
 

@@ -5,7 +5,7 @@ import heapq
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.deadlines import BUCKET_MS, Deadlines, Waiting
+from pipeline.core.deadlines import BUCKET_MS, Deadlines, Waiting
 
 op = st.one_of(st.tuples(st.just("push"), st.integers(-3 * BUCKET_MS, 40 * BUCKET_MS), st.integers(0, 30)),
                st.tuples(st.just("fire"), st.integers(0, 5 * BUCKET_MS), st.just(0)))

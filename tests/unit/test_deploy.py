@@ -160,7 +160,7 @@ def test_the_dockerfile_serves_the_health_endpoint_on_all_interfaces_and_checks_
     assert "MAILSLA_WEB_HOST=0.0.0.0" in env and f"MAILSLA_API_PORT={API_PORT}" in env
     assert dict(instructions)["EXPOSE"] == str(API_PORT)
     (check,) = [a for w, a in instructions if w == "HEALTHCHECK"]
-    assert check.endswith('CMD ["python", "-m", "pipeline.healthcheck", "/healthz"]'), check
+    assert check.endswith('CMD ["python", "-m", "pipeline.ops.healthcheck", "/healthz"]'), check
     assert "--start-period=" in check
 
 
@@ -230,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def test_the_healthcheck_asks_the_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import healthcheck
+    from pipeline.ops import healthcheck
 
     server = HTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -246,7 +246,7 @@ def test_the_healthcheck_asks_the_local_server(monkeypatch: pytest.MonkeyPatch) 
 
 def test_the_healthcheck_finds_a_free_port_server_through_its_record(monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
-    from pipeline import healthcheck
+    from pipeline.ops import healthcheck
 
     server = HTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -379,7 +379,7 @@ def test_the_worker_serves_the_web_view_and_health_on_8642_published_on_loopback
     env = worker["environment"]
     assert env["MAILSLA_WEB_HOST"] == "0.0.0.0" and str(env["MAILSLA_API_PORT"]) == str(API_PORT)
     assert [interpolate(p) for p in worker["ports"]] == [f"127.0.0.1:{API_PORT}:{API_PORT}"]
-    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "pipeline.healthcheck", "/healthz"]
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "pipeline.ops.healthcheck", "/healthz"]
 
 
 def test_grafana_gets_the_clickhouse_plugin_and_the_provisioning_files() -> None:
@@ -608,7 +608,7 @@ def test_the_statefulset_env_refers_to_the_shipped_configmap_and_secret() -> Non
 
 def test_the_k8s_settings_are_accepted_by_the_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The ConfigMap and the example Secret, as the pod's environment, pass the worker's own validation."""
-    from pipeline import config
+    from pipeline.core import config
 
     (cm, policy_cm) = k8s_docs(K8S / "configmap.yaml")
     (secret,) = k8s_docs(K8S / "secret.example.yaml")
@@ -623,12 +623,12 @@ def test_the_k8s_settings_are_accepted_by_the_worker(monkeypatch: pytest.MonkeyP
 
 
 def test_the_policy_configmap_is_the_shipped_policy() -> None:
-    from pipeline.policy import parse
+    from pipeline.core.policy import parse
 
     (_, policy_cm) = k8s_docs(K8S / "configmap.yaml")
-    shipped = yaml.safe_load((ROOT / "pipeline" / "policy.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "pipeline" / "core" / "policy.yaml").read_text())
     mounted = yaml.safe_load(policy_cm["data"]["policy.yaml"])
-    assert mounted == shipped, "deploy/k8s/configmap.yaml: copy pipeline/policy.yaml into mailsla-policy"
+    assert mounted == shipped, "deploy/k8s/configmap.yaml: copy pipeline/core/policy.yaml into mailsla-policy"
     parse(mounted)  # the worker's own validation
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import events
-from pipeline.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
+from pipeline.core import events
+from pipeline.core.events import BadEvent, format_ts, parse_accepted, parse_ready, parse_ts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {name: json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.faults import MINUTE, lookback_ms, settled_before
-from pipeline.policy import load
-from pipeline.reports import find_faults
+from pipeline.core.faults import MINUTE, lookback_ms, settled_before
+from pipeline.core.policy import load
+from pipeline.store.reports import find_faults
 
 P = load()
 DAY = 1440

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.faults import FaultState, Verdicts, burn_rates, evaluate
-from pipeline.policy import PolicyError, load, parse
+from pipeline.core.faults import FaultState, Verdicts, burn_rates, evaluate
+from pipeline.core.policy import PolicyError, load, parse
 
 MIN = 60_000
 P = load()
@@ -87,7 +87,7 @@ def test_a_bad_policy_names_the_key(doc: dict, key: str) -> None:
 
 
 def test_detect_finds_one_fault_for_an_incident_and_resolves_it_after_the_hold() -> None:
-    from pipeline.faults import detect
+    from pipeline.core.faults import detect
 
     series = [(m * MIN, 30 if 60 <= m < 105 else 2, 100) for m in range(0, 240)]
     (fault,) = detect(P, "transactional", series)
@@ -97,13 +97,13 @@ def test_detect_finds_one_fault_for_an_incident_and_resolves_it_after_the_hold()
 
 
 def test_detect_finds_nothing_for_six_percent_slow_mail() -> None:
-    from pipeline.faults import detect
+    from pipeline.core.faults import detect
 
     assert detect(P, "transactional", [(m * MIN, 6, 100) for m in range(240)]) == []
 
 
 def test_a_fault_still_open_at_the_end_has_no_resolved_at() -> None:
-    from pipeline.faults import detect
+    from pipeline.core.faults import detect
 
     (fault,) = detect(P, "transactional", [(m * MIN, 50, 100) for m in range(10)])
     assert fault["resolved_at"] is None

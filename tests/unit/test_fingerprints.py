@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import orjson
 
-from pipeline.config import load
-from pipeline.dedup import CHUNK, FP_PREFIX, Fingerprints, fingerprint
-from pipeline.events import format_ts
-from pipeline.runtime import JoinRuntime
+from pipeline.core.config import load
+from pipeline.core.dedup import CHUNK, FP_PREFIX, Fingerprints, fingerprint
+from pipeline.core.events import format_ts
+from pipeline.stream.runtime import JoinRuntime
 
 MIN, H = 60_000, 3_600_000
 T0 = 1_790_000_000_000

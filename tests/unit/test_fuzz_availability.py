@@ -8,9 +8,9 @@ import math
 import orjson
 from hypothesis import given
 
-from pipeline.events import MAX_CHARS, MAX_EVENT_BYTES, STORABLE, BadEvent, parse_injection, parse_probe
-from pipeline.sinks.kafka import DEAD_LETTER_MAX_BYTES
-from pipeline.writer import availability_row
+from pipeline.core.events import MAX_CHARS, MAX_EVENT_BYTES, STORABLE, BadEvent, parse_injection, parse_probe
+from pipeline.stream.kafka import DEAD_LETTER_MAX_BYTES
+from pipeline.stream.writer import availability_row
 from test_fuzz_input import FUZZ, inputs
 
 INJECTION = {"attempt_id": "a-1", "at": "2026-10-31T10:00:00.123Z", "channel": "api", "outcome": "timeout",

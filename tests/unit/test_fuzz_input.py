@@ -10,14 +10,14 @@ from typing import Any, Callable
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from pipeline.config import load
-from pipeline.events import (
+from pipeline.core.config import load
+from pipeline.core.events import (
     MAX_CHARS, MAX_EVENT_BYTES, STORABLE, Accepted, BadEvent, QueueReady, parse_accepted, parse_account,
     parse_ready,
 )
-from pipeline.runtime import JoinRuntime
-from pipeline.sinks.clickhouse import MSG_COLUMNS, prepare_rows
-from pipeline.sinks.kafka import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MAX_BYTES
+from pipeline.stream.runtime import JoinRuntime
+from pipeline.store.clickhouse import MSG_COLUMNS, prepare_rows
+from pipeline.stream.kafka import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MAX_BYTES
 
 FUZZ = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                           HealthCheck.data_too_large])

@@ -10,11 +10,11 @@ import jsonschema
 import orjson
 import pytest
 
-from pipeline.events import (
+from pipeline.core.events import (
     MAX_EVENT_BYTES, STORABLE, BadEvent, parse_accepted, parse_account, parse_ready, parse_ts,
 )
-from pipeline.sinks.clickhouse import prepare_rows
-from pipeline.sinks.kafka import (
+from pipeline.store.clickhouse import prepare_rows
+from pipeline.stream.kafka import (
     DEAD_LETTER_MAX_BYTES, DEAD_LETTER_RAW_BYTES, dead_letter, dead_letter_key, decode_dead_letter_raw,
 )
 

@@ -1,8 +1,8 @@
 """The pure join core: statuses, duplicates, orphans, deadlines, expiry."""
 from __future__ import annotations
 
-from pipeline.events import Accepted, QueueReady
-from pipeline.join import JoinPolicy, next_due, on_accepted, on_ready, settle, status_of
+from pipeline.core.events import Accepted, QueueReady
+from pipeline.core.join import JoinPolicy, next_due, on_accepted, on_ready, settle, status_of
 
 MIN, H = 60_000, 3_600_000
 P = JoinPolicy({"transactional": 30 * MIN, "campaign": 12 * H}, never_ready_ms=72 * H,

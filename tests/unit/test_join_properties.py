@@ -10,10 +10,10 @@ from dataclasses import replace
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from pipeline.config import load
-from pipeline.events import format_ts
-from pipeline.runtime import JoinRuntime
-from pipeline.sinks.clickhouse import MSG_COLUMNS, prepare_rows
+from pipeline.core.config import load
+from pipeline.core.events import format_ts
+from pipeline.stream.runtime import JoinRuntime
+from pipeline.store.clickhouse import MSG_COLUMNS, prepare_rows
 
 MIN, H = 60_000, 3_600_000
 T0 = 1_790_000_000_000

@@ -1,6 +1,6 @@
 """Kafka client security from the environment (MAILSLA_KAFKA_SECURITY_PROTOCOL and friends):
-validation in pipeline/config.py, the aiokafka keyword arguments and the Faust credentials in
-pipeline/sinks/kafka.py, and every Kafka client in the package built with them."""
+validation in pipeline/core/config.py, the aiokafka keyword arguments and the Faust credentials in
+pipeline/stream/kafka.py, and every Kafka client in the package built with them."""
 from __future__ import annotations
 
 import ast
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.config import ConfigError
-from pipeline.sinks.kafka import broker_credentials, client_kwargs, producer
+from pipeline.core import config
+from pipeline.core.config import ConfigError
+from pipeline.stream.kafka import broker_credentials, client_kwargs, producer
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-Pa55"
@@ -119,7 +119,7 @@ def test_the_faust_app_gets_the_broker_credentials(env: pytest.MonkeyPatch) -> N
     env.setenv("MAILSLA_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
     env.setenv("MAILSLA_KAFKA_SASL_USERNAME", "mailsla")
     env.setenv("MAILSLA_KAFKA_SASL_PASSWORD", PASSWORD)
-    from pipeline.app import create_app
+    from pipeline.stream.app import create_app
 
     app = create_app(config.load(), with_sink=False)
     creds = app.conf.broker_credentials
@@ -195,5 +195,5 @@ def test_the_sink_and_the_kafka_adapter_are_among_the_checked_modules() -> None:
 
 
 def test_the_kafka_adapter_builds_all_its_clients_with_the_security_kwargs() -> None:
-    sites = _constructions(ROOT / "pipeline" / "sinks" / "kafka.py")
+    sites = _constructions(ROOT / "pipeline" / "stream" / "kafka.py")
     assert len(sites) == 5 and all(ok for _, ok in sites)

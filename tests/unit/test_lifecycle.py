@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.lifecycle import RateLimitFilter
+from pipeline.stream.faust_internals.lifecycle import RateLimitFilter
 
 
 def _record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
@@ -12,7 +12,7 @@ def _record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecor
 
 def test_repeated_connection_errors_pass_once_per_window_with_a_count(monkeypatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("pipeline.lifecycle.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pipeline.stream.faust_internals.lifecycle.time.monotonic", lambda: now[0])
     f = RateLimitFilter(every=30.0)
     passed = []
     for _ in range(500):  # a broker that is down: aiokafka logs every failed connection

@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.charts import human_ms, render
-from pipeline.config import load
-from pipeline.metrics import BUCKETS_S, exposition, histogram_sql
+from pipeline.live.charts import human_ms, render
+from pipeline.core.config import load
+from pipeline.live.metrics import BUCKETS_S, exposition, histogram_sql
 
 
 @pytest.mark.parametrize("ms, text", [(None, "–"), (850, "850 ms"), (12_300, "12.3 s"), (270_000, "4.5 min"),

@@ -1,5 +1,5 @@
 """The join agent's own input offsets: never skip a record, never commit past one."""
-from pipeline.offsets import PROCESS, REWIND, SKIP, OffsetTracker
+from pipeline.stream.offsets import PROCESS, REWIND, SKIP, OffsetTracker
 
 TP = ("accepted", 0)
 

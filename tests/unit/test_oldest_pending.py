@@ -7,8 +7,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.config import load
-from pipeline.monitor import FaultMonitor
+from pipeline.core.config import load
+from pipeline.live.monitor import FaultMonitor
 
 H = 3_600_000
 T0 = 1_793_000_000_000

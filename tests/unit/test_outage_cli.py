@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from pipeline import cli, replay as replay_mod
-from pipeline.localkafka import LocalKafka, PortTaken
+from pipeline import cli
+from pipeline.ops import replay as replay_mod
+from pipeline.ops.localkafka import LocalKafka, PortTaken
 
 
 def _dead_port() -> int:
@@ -113,7 +114,7 @@ def test_the_broker_waits_for_its_recorded_port_then_says_it_is_taken(tmp_path: 
 def test_a_port_with_connections_in_time_wait_counts_as_free(tmp_path: Path) -> None:
     """What a SIGKILLed broker leaves behind: the listener is gone, accepted connections linger.
     The broker's listener sets SO_REUSEADDR (the JVM's default on Linux), as here."""
-    from pipeline.localkafka import _port_free
+    from pipeline.ops.localkafka import _port_free
 
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import load
-from pipeline.replay import route
+from pipeline.core.config import load
+from pipeline.ops.replay import route
 
 S = load()
 

@@ -1,4 +1,4 @@
-"""The customer report (pipeline/report.py) and the availability live metrics: pure parts."""
+"""The customer report (pipeline/ops/report.py) and the availability live metrics: pure parts."""
 from __future__ import annotations
 
 import re
@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import availability as av
-from pipeline import metrics, report, sla
-from pipeline.policy import load
+from pipeline.core import availability as av
+from pipeline.live import metrics
+from pipeline.ops import report
+from pipeline.core import sla
+from pipeline.core.policy import load
 
 P = load()
 

@@ -9,9 +9,9 @@ import jsonschema
 import orjson
 import pytest
 
-from pipeline.config import Settings
-from pipeline.events import BadEvent, parse_injection, parse_probe
-from pipeline.replay import route
+from pipeline.core.config import Settings
+from pipeline.core.events import BadEvent, parse_injection, parse_probe
+from pipeline.ops.replay import route
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {name: json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sla import EXCLUSION_REASONS, month_bounds, monthly_sql, verdict
+from pipeline.core.sla import EXCLUSION_REASONS, month_bounds, monthly_sql, verdict
 
 THR = {"transactional": 1_800_000, "campaign": 43_200_000}
 

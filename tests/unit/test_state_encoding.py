@@ -7,11 +7,11 @@ import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline import join
-from pipeline.config import load
-from pipeline.events import Accepted, QueueReady, format_ts
-from pipeline.runtime import JoinRuntime
-from pipeline.state import decode, encode
+from pipeline.core import join
+from pipeline.core.config import load
+from pipeline.core.events import Accepted, QueueReady, format_ts
+from pipeline.stream.runtime import JoinRuntime
+from pipeline.core.state import decode, encode
 
 MIN, H = 60_000, 3_600_000
 T0 = 1_790_000_000_000
@@ -104,7 +104,7 @@ def test_a_worker_restarted_on_a_table_of_json_states_gives_the_same_rows() -> N
 @hsettings(max_examples=300, deadline=None)
 @given(st.lists(event, min_size=1, max_size=6), st.sampled_from(["transactional", "campaign"]))
 def test_the_fast_encoder_writes_exactly_what_the_general_one_writes(events, cls) -> None:
-    from pipeline.state import _compact, _fast
+    from pipeline.core.state import _compact, _fast
 
     state, wm = None, None
     for kind, t, suspect in events:

@@ -24,8 +24,8 @@ while True:
 SUPERVISOR = r"""
 import subprocess, sys, time
 from pathlib import Path
-from pipeline import supervise
-from pipeline.config import load
+from pipeline.stream import supervise
+from pipeline.core.config import load
 from dataclasses import replace
 marker = sys.argv[2]
 real_spawn = supervise._spawn

@@ -1,7 +1,7 @@
 """The partition watermark: minimum over inputs, idle inputs, wall-clock advance."""
 from __future__ import annotations
 
-from pipeline.watermark import Watermark
+from pipeline.core.watermark import Watermark
 
 
 def wm(idle: float = 10.0, lateness: int = 0) -> Watermark:

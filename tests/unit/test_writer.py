@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
-from pipeline.config import load
-from pipeline.writer import ResultWriter
+from pipeline.core.config import load
+from pipeline.stream.writer import ResultWriter
 
 
 @pytest.fixture(autouse=True)

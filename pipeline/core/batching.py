@@ -1,0 +1,120 @@
+"""What the join agent needs to work a batch of input records at a time.
+
+Per record, Faust's own paths cost more than the join: a table write sends one
+changelog record, a `topic.send` another, each through Faust's producer
+machinery (~250 us and ~290 us measured here, against ~46 us for the join
+itself). So the agent takes up to `BATCH_EVENTS` records at a time
+(`stream.take_events`), runs `JoinRuntime.handle` on each (the per-record logic
+stays there, unchanged), and at the batch's end:
+
+- writes each state key once, with its final value (`StateBuffer`): a message
+  accepted and ready in the same batch costs one changelog record, not two;
+- sends the batch's result rows as one record per results partition
+  (`encode_results`; the sink reads both that and the single-row format).
+
+Pure: no Faust, no Kafka. The agent's glue is in `pipeline/stream/app.py`.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, MutableMapping
+
+import orjson
+
+BATCH_EVENTS = 1000  # records per batch (the no-op reference agent: take_events max_)
+JOIN_BATCH_EVENTS = 5000  # the join: records worked before the batch's outputs are sent
+BATCH_WITHIN_S = 0.2  # a partial batch is worked after this long (live mode latency)
+RESULTS_RECORD_BYTES = 200_000  # results batch records stay below Kafka's and aiokafka's 1 MB limits
+BATCH_KIND = b"b"  # {"k": "b", "rows": [...]}: several result rows in one record
+_DELETED = None
+
+
+class StateBuffer(MutableMapping[bytes, bytes]):
+    """The state table as the runtime sees it during a batch.
+
+    Reads see the batch's own writes first, then `store`; writes are kept, per key the
+    last one, with the partition of the record being worked (`partition`, set by the
+    caller before each record), until `take()` hands them over to be written once."""
+
+    def __init__(self, store: MutableMapping[bytes, bytes]) -> None:
+        self.store = store
+        self.partition = 0
+        self.writes: dict[bytes, tuple[int, bytes | None]] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        w = self.writes.get(key)
+        if w is None:
+            return self.store[key]
+        if w[1] is _DELETED:
+            raise KeyError(key)
+        return w[1]
+
+    def get(self, key: bytes, default: Any = None) -> Any:  # the hot path: no exception on a miss
+        w = self.writes.get(key)
+        if w is None:
+            return self.store.get(key, default)
+        return default if w[1] is _DELETED else w[1]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = (self.partition, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.writes[key] = (self.partition, _DELETED)
+
+    def __contains__(self, key: object) -> bool:
+        w = self.writes.get(key)  # type: ignore[arg-type]
+        return key in self.store if w is None else w[1] is not _DELETED
+
+    def __iter__(self) -> Iterator[bytes]:
+        for key in list(self.store.keys()):
+            if key not in self.writes:
+                yield key
+        for key, (_, value) in list(self.writes.items()):
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def items(self) -> Any:  # type: ignore[override]
+        return [(k, self[k]) for k in self]
+
+    def take(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """The batch's writes by partition, each key once with its final value (None: deleted);
+        the buffer is empty afterwards."""
+        out: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, (p, value) in self.writes.items():
+            out.setdefault(p, []).append((key, value))
+        self.writes = {}
+        return out
+
+
+def encode_results(values: list[bytes], limit: int = RESULTS_RECORD_BYTES) -> list[bytes]:
+    """Result rows (each an encoded JSON object) -> as few batch records as fit under `limit` bytes."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for v in values:
+        if chunk and size + len(v) + 1 > limit:
+            out.append(_batch(chunk))
+            chunk, size = [], 0
+        chunk.append(v)
+        size += len(v) + 1
+    if chunk:
+        out.append(_batch(chunk))
+    return out
+
+
+def _batch(values: list[bytes]) -> bytes:
+    return b'{"k":"b","rows":[' + b",".join(values) + b"]}"
+
+
+def decode_results(value: bytes | None) -> list[dict[str, Any]]:
+    """A results record -> its rows: a batch record, or one row (the earlier format)."""
+    doc = orjson.loads(value or b"null")
+    if doc is None:
+        return []
+    if doc.get("k") == "b":
+        return doc["rows"]
+    return [doc]

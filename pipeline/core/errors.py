@@ -1,0 +1,27 @@
+"""How a command fails: the exceptions `pipeline.cli.main` turns into one line on stderr and an exit code.
+
+Raised while a command runs, by the commands (pipeline/*/commands.py) and the CLI's ClickHouse path
+(pipeline/store/reader.py). Pure, no I/O. Exit codes: UsageError and Unreachable 2, OwnerBusy 1,
+LimitHit 3.
+"""
+from __future__ import annotations
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit 2."""
+
+
+class OwnerBusy(Exception):
+    """The database cannot be opened now: one line on stderr, exit 1."""
+
+
+class Unreachable(Exception):
+    """Kafka or a ClickHouse server does not answer: one line on stderr, exit 2."""
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+
+
+class LimitHit(Exception):
+    """A query stopped by MAILSLA_SQL_MAX_SECONDS/_MEMORY/_ROWS: one line on stderr, exit 3."""
