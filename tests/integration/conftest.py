@@ -108,6 +108,17 @@ class Pipeline:
             time.sleep(1.0)
         raise AssertionError(f"pipeline not idle after {timeout}s: {st}")
 
+    def wait_lag_below(self, records: int, timeout: float = 120) -> dict[str, Any]:
+        """Until `status` shows fewer than `records` input records unread (for killing a worker
+        in the middle of a replay); returns the last status, whether or not it got there."""
+        deadline, st = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            st = self.json("status", "--json")
+            if st["input_lag"] < records:
+                break
+            time.sleep(0.3)
+        return st
+
     def rows(self, sql: str) -> list[dict[str, Any]]:
         return self.json("sql", sql, "--format", "json")
 

@@ -120,12 +120,7 @@ def test_sigkill_in_the_middle_of_a_messy_replay_then_restart_is_exact(pipeline,
     _messy(clean, traffic)
     worker = pipeline.start_worker()
     pipeline.cli("replay", str(traffic))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once part of it is processed, not all
-        st = pipeline.json("status", "--json")
-        if st["input_lag"] < 40_000:
-            break
-        time.sleep(0.5)
+    st = pipeline.wait_lag_below(40_000)  # kill once part of it is processed, not all
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert st["input_lag"] > 0, "the worker finished before it could be killed"

@@ -46,12 +46,7 @@ def test_sigkill_in_live_mode_over_a_multi_day_replay_is_exact(pipeline, tmp_pat
     second.write_bytes(b"\n".join(lines[len(lines) // 2:]) + b"\n")
     worker = pipeline.start_worker()
     pipeline.cli("replay", str(first))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill while part of the first half is still unread
-        st = pipeline.json("status", "--json")
-        if st["input_lag"] < len(lines) // 4:
-            break
-        time.sleep(0.3)
+    pipeline.wait_lag_below(len(lines) // 4)  # kill while part of the first half is still unread
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     pipeline.start_worker()

@@ -33,12 +33,7 @@ def test_two_join_processes_survive_a_sigkill_of_one_and_stop_with_exit_0(pipeli
         assert time.monotonic() < deadline, pipeline.log_tails()
         time.sleep(0.5)
     pipeline.cli("replay", str(traffic))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once part of it is processed, not all
-        st = pipeline.json("status", "--json")
-        if st["input_lag"] < 40_000:
-            break
-        time.sleep(0.3)
+    st = pipeline.wait_lag_below(40_000)  # kill once part of it is processed, not all
     victim = _joins(pipeline)[0]
     os.kill(victim["pid"], signal.SIGKILL)
     assert st["input_lag"] > 0, "the replay was processed before a join process could be killed"
