@@ -54,6 +54,8 @@ class FaultMonitor(Service):
         self.critical_settled: int | None = None  # epoch second the critical rule starts at (None: all)
         self.webhook_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
         self.producer: Any = None
+        self.rounds = 0  # rounds that evaluated (the sink's status file says it: drills wait for rounds)
+        self.skipped = 0  # rounds skipped while the join or the sink was behind
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -84,6 +86,7 @@ class FaultMonitor(Service):
         """One round: detect, diff with what was announced, announce the changes."""
         db = self.settings.database
         if not await self.caught_up():
+            self.skipped += 1
             return []
         if self.stored is None:
             _, rows = await asyncio.to_thread(self.store.query, STORED_SQL.format(db=db))
@@ -105,6 +108,7 @@ class FaultMonitor(Service):
         changes += await self.oldest_pending()
         if changes:
             await self.announce(changes)
+        self.rounds += 1
         return changes
 
     async def critical(self) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiohttp import web
@@ -38,7 +38,8 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
                         content_type="application/json")
 
 
-async def serve(settings: Settings, store: Any) -> web.AppRunner:
+async def serve(settings: Settings, store: Any,
+                health: Callable[[], list[str]] = lambda: []) -> web.AppRunner:
     """Start the API (when the process starts its sink); returns the runner to stop it.
     Raises OSError when the token file cannot be created."""
     token = guard.ensure_token(settings)
@@ -77,7 +78,10 @@ async def serve(settings: Settings, store: Any) -> web.AppRunner:
         return _json({"columns": cols, "rows": rows})
 
     async def healthz(_: web.Request) -> web.Response:
-        return _json({"ok": True})
+        """Alive and able to do its work: 503 while a join process of this data dir reports a
+        failure (its store failing, records failing one after another) until it is restarted."""
+        failures = health()
+        return _json({"ok": not failures, "failures": failures}, status=503 if failures else 200)
 
     from pipeline.live.web import LiveView, add_routes
 
@@ -124,7 +128,7 @@ async def start(settings: Settings, app: web.Application, record: bool = True) -
                     record_path(settings))
         site = web.TCPSite(runner, settings.web_host, 0)
         await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    port = runner.addresses[0][1]  # the port bound (public API: AppRunner.addresses)
     if record:
         path = record_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_q
 from pipeline.stream.faust_internals.consumer import aiokafka_producer, keep_read_offsets, put_back_buffered
 from pipeline.stream.faust_internals.sensors import QuietSensors, SendFailures as _SendFailures
 from pipeline.core.config import Settings
-from pipeline.core.errors import StoreError
+from pipeline.core.errors import StoreError, first_line
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
 from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
@@ -34,6 +34,7 @@ from pipeline.stream.tablestate import TableState
 from pipeline.stream.writer import ResultWriter
 
 log = logging.getLogger("mailsla.worker")
+ERRORS_IN_A_ROW = 1000  # records failing with an internal error one after another: not a record's fault
 
 
 def broker_url(bootstrap: str) -> str:
@@ -180,17 +181,29 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         await app.consumer.seek(tp, want)
         return REWIND
 
+    failure: list[str | None] = [None]  # why the join stopped (status file; the sink's /healthz)
     processed = [0]  # input records processed (re-reads after a crash or rebalance included), for status
+    rebalances: dict[str, Any] = {"count": 0, "partitions": []}  # assignments so far and the last one's, for status
+
+    in_a_row = [0]  # records in a row that failed with an internal error
 
     def process(msg: Any) -> list[Any]:
         """The runtime's outputs for one record. A bug of ours on some record becomes that record's
-        dead letter (with the error) and a counted, logged error, never a stopped partition."""
+        dead letter (with the error) and a counted, logged error, never a stopped partition. A
+        failing store, or `ERRORS_IN_A_ROW` records failing one after another, is no record's
+        fault: it raises, and the worker stops non-zero (join_loop) for a restart."""
         try:
-            return runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-        except StoreError:  # not this record's fault: the worker stops (join_loop) for a restart
+            outs = runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+            in_a_row[0] = 0
+            return outs
+        except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - see docstring
             runtime.counters["internal_errors"] += 1
+            in_a_row[0] += 1
+            if in_a_row[0] >= ERRORS_IN_A_ROW:
+                raise RuntimeError(f"{in_a_row[0]} records in a row failed with an internal error, the last "
+                                   f"{first_line(exc)}") from exc
             log.exception("input %s-%d offset %d: internal error; sent to the dead-letter topic",
                           msg.topic, msg.partition, msg.offset)
             return [Out("dead_letter", msg.key, dead_letter(msg.topic, msg.partition, msg.offset, msg.key,
@@ -259,6 +272,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             raise
         except Exception as exc:
             log.critical("join agent failed: %r; stopping the worker (exit 1) so that it restarts", exc)
+            failure[0] = first_line(exc)
+            await write_status()  # the sink's /healthz says it until this process is gone
             await app.crash(exc)
             raise
 
@@ -350,7 +365,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        runtime.reset({tp.partition for tp in assigned if tp.topic == s.topic_accepted})
+        mine = {tp.partition for tp in assigned if tp.topic == s.topic_accepted}
+        rebalances.update(count=rebalances["count"] + 1, partitions=sorted(mine))
+        runtime.reset(mine)
         inputs_tps = [tp for tp in assigned if tp.topic in (s.topic_accepted, s.topic_ready, s.topic_ticks)]
         try:
             start = await committed_offsets(s, s.app_id, inputs_tps)
@@ -382,7 +399,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         """The CLI's `status` reads pending messages from here."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
         snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
-                                     "processed": processed[0], "first_record_at": first_record_at}
+                                     "processed": processed[0], "first_record_at": first_record_at,
+                                     "assignments": rebalances["count"], "partitions": rebalances["partitions"],
+                                     "failure": failure[0]}
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)

@@ -29,6 +29,12 @@ def live_snapshots(settings: Settings) -> list[dict[str, Any]]:
     return [s for s in snapshots(settings) if pid_alive(int(s.get("pid", -1)))]
 
 
+def join_failures(settings: Settings) -> list[str]:
+    """What live join processes of this data dir report as failing (`failure` in their status
+    file): the sink's /healthz answers 503 while there is any. Read per health check."""
+    return [f"join {snap.get('pid')}: {snap['failure']}" for snap in live_snapshots(settings) if snap.get("failure")]
+
+
 def remove_stale(settings: Settings) -> None:
     """At worker start: forget what workers that are gone reported."""
     for f in (settings.data_dir / "run").glob("join-*.json"):

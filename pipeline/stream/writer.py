@@ -34,6 +34,7 @@ from pipeline.core.config import Settings
 from pipeline.core.events import BadEvent, parse_account, parse_injection, parse_probe
 from pipeline.store.clickhouse import Store, maintenance_record_row
 from pipeline.stream.kafka import client_kwargs, dead_letter, producer
+from pipeline.stream.status import join_failures
 
 log = logging.getLogger("mailsla.sink")
 
@@ -83,6 +84,7 @@ class ResultWriter(Service):
         self.fetch_errors = 0
         self.assignments = 0  # partition assignments received (1 + one per rebalance)
         self.dropped = 0  # rows given up (stop, or a rebalance while ClickHouse failed): uncommitted, re-read
+        self.monitor: Any = None  # the fault monitor, when this sink runs one
         self.flushing = False  # a batch is being written (the status file says so: drills kill it there)
         self._stop_started: float | None = None
         self._wake = asyncio.Event()  # set at stop: backoff sleeps end at once
@@ -105,7 +107,9 @@ class ResultWriter(Service):
         return {"pid": os.getpid(), "at": time.time(), "consumed": self.consumed, "written": self.written,
                 "write_failures": self.write_failures, "commit_failures": self.commit_failures,
                 "fetch_errors": self.fetch_errors, "assignments": self.assignments, "dropped": self.dropped,
-                "flushing": self.flushing}
+                "flushing": self.flushing,
+                "fault_rounds": None if self.monitor is None else self.monitor.rounds,
+                "fault_rounds_skipped": None if self.monitor is None else self.monitor.skipped}
 
     def write_status(self) -> None:
         if self.api_runner is None:  # not started as a service (tests): no file
@@ -155,12 +159,12 @@ class ResultWriter(Service):
         self.dl_producer = producer(self.settings, acks="all")  # malformed availability records
         await self.dl_producer.start()
         await self.consumer.start()
-        self.api_runner = await api.serve(self.settings, self.store)
+        self.api_runner = await api.serve(self.settings, self.store, health=lambda: join_failures(self.settings))
         if self.settings.fault_interval_s > 0:
             from pipeline.live.monitor import FaultMonitor
 
-            await self.add_runtime_dependency(FaultMonitor(self.settings, self.store, self.settings.fault_interval_s,
-                                                           horizon=self.horizon))
+            self.monitor = FaultMonitor(self.settings, self.store, self.settings.fault_interval_s, horizon=self.horizon)
+            await self.add_runtime_dependency(self.monitor)
         log.info("sink writing to %s", self.settings.redacted_dsn)
 
     @Service.timer(300.0)
@@ -271,7 +275,10 @@ class ResultWriter(Service):
                     self.buffer = []
                     return
                 pause = delay if limit is None else max(0.0, min(delay, limit - now))
-                await self._pause(pause)
+                if self._stop_started is None:
+                    await self._pause(pause)  # a stop wakes it at once
+                else:  # stopping: the last tries keep their backoff (no spin against a failing server)
+                    await asyncio.sleep(pause)
                 delay = min(delay * 2, 10.0)
         if failing_since:
             log.warning("ClickHouse write succeeded again after %.0fs", time.monotonic() - failing_since)

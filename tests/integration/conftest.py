@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from pipeline.ops.localkafka import LocalKafka
+from stores import default_store
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +167,15 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(request: pytest.FixtureRequest, tmp_path: Path, kafka: LocalKafka) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, kafka)
+def faust_store(request: pytest.FixtureRequest) -> str:
+    """MAILSLA_STORE of the test's workers: each of `stores.STORES` in modules marked `both_stores`,
+    else what the environment says (default memory://)."""
+    return getattr(request, "param", None) or default_store()
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, tmp_path: Path, kafka: LocalKafka, faust_store: str) -> Iterator[Pipeline]:
+    p = Pipeline(tmp_path, kafka, MAILSLA_STORE=faust_store)
     yield p
     p.stop(signal.SIGKILL)
     rep = getattr(request.node, "rep_call", None)

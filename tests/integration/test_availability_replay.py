@@ -15,6 +15,7 @@ import pytest
 
 from avail_oracle import WINDOW, critical_oracle, oracle, scenario
 from cdp import Browser, chromium
+from needs import need
 from pipeline.core.events import parse_ts
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -102,8 +103,8 @@ def test_availability_is_exact_per_month_and_account_and_critical_faults_open_at
     assert all(e["response_class"] == "critical" and e["response_target_s"] == 7200 for e in events)
 
     # the customer report: its numbers are the CLI's
-    if chromium() is None:
-        pytest.skip("Debian's chromium package is not installed: the report's page check needs it")
+    need(chromium(), "Debian's chromium package is not installed (make install-browser, as root): the report's "
+                     "page check needs it")
     for month, account in (("2026-10", None), ("2026-11", None), ("2026-11", "acme")):
         html, pdf = tmp_path / f"report-{month}-{account}.html", tmp_path / f"report-{month}-{account}.pdf"
         extra = ("--account", account) if account else ()

@@ -50,6 +50,21 @@ def _until(check: Any, timeout: float = 60) -> Any:
         time.sleep(1)
 
 
+def _fault_rounds(pipeline: Any) -> int:
+    """Evaluation rounds the live sinks' fault monitors completed (their status files say it)."""
+    from pipeline.store.owner import pid_alive
+
+    n = 0
+    for f in (Path(pipeline.env["MAILSLA_DATA"]) / "run").glob("sink-*.json"):
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(int(st.get("pid", -1))):
+            n += st.get("fault_rounds") or 0
+    return n
+
+
 def _split(traffic: Path, at: float) -> tuple[Path, Path]:
     """The traffic file's lines before event time `at` and from it on."""
     before, after = traffic.with_suffix(".1.jsonl"), traffic.with_suffix(".2.jsonl")
@@ -110,6 +125,6 @@ def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipel
     # a restart announces nothing again
     pipeline.stop(signal.SIGTERM)
     pipeline.start_worker()
-    time.sleep(8)  # several evaluation rounds
+    assert _until(lambda: _fault_rounds(pipeline) >= 3), "the restarted sink's monitor ran no round\n" + pipeline.log_tails()
     assert sorted(pipeline.topic_records(topic, 1000, timeout_s=5), key=key) == sorted(events, key=key)
     server.shutdown()

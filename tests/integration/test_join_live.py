@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from oracle import expected, monthly
+from stores import both_stores
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, both_stores]
 
 
 def _now() -> str:
@@ -141,10 +142,33 @@ def test_a_second_worker_joining_mid_replay_rebalances_without_loss_or_double_co
     pipeline.workers.append(subprocess.Popen([sys.executable, "-m", "pipeline", "sink"], env=pipeline.env,
                                              stdout=open(sink, "wb"), stderr=subprocess.STDOUT))
     pipeline.cli("replay", str(traffic))
-    time.sleep(3)
-    pipeline.start_worker("--no-sink")  # joins the group: partitions move while events flow
+    first = _join_status(pipeline, pipeline.workers[0].pid)
+    deadline = time.monotonic() + 120
+    while first().get("processed", 0) < 2000:  # the first worker is under way ...
+        assert time.monotonic() < deadline, pipeline.log_tails()
+        time.sleep(0.2)
+    second = pipeline.start_worker("--no-sink")  # ... when the second joins the group
+    unread = pipeline.json("status", "--json")["input_lag"]
     pipeline.wait_idle(timeout=300)
     _assert_exact(pipeline, traffic)
+    # the premise: the group rebalanced while records were still unread, and both workers worked
+    done = _join_status(pipeline, second.pid)()
+    assert unread > 0 and first()["assignments"] >= 2, (unread, first())
+    assert done["processed"] > 0 and 0 < len(done["partitions"]) < 4, done
+
+
+def _join_status(pipeline, pid: int):
+    """What join worker `pid` last wrote to its status file (every 2 s and at exit)."""
+    import json
+
+    path = Path(pipeline.env["MAILSLA_DATA"]) / "run" / f"join-{pid}.json"
+
+    def read() -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+    return read
 
 
 def test_offsets_taken_by_transaction_markers_are_not_waited_for_and_nothing_is_lost(pipeline, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ import pytest
 from oracle import NEVER_READY_MS, THRESHOLD, expected
 from pipeline.core.events import parse_ts
 from test_join_live import _assert_exact, _messy
+from stores import both_stores
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, both_stores]
 LIVE = {"MAILSLA_IDLE_GRACE_S": "5"}  # the default: live mode
 
 
@@ -46,9 +47,10 @@ def test_sigkill_in_live_mode_over_a_multi_day_replay_is_exact(pipeline, tmp_pat
     second.write_bytes(b"\n".join(lines[len(lines) // 2:]) + b"\n")
     worker = pipeline.start_worker()
     pipeline.cli("replay", str(first))
-    pipeline.wait_lag_below(len(lines) // 4)  # kill while part of the first half is still unread
+    st = pipeline.wait_lag_below(len(lines) // 4)  # kill while part of the first half is still unread
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    assert st["input_lag"] > 0, "the worker finished the first half before it could be killed"
     pipeline.start_worker()
     pipeline.cli("replay", str(second))
     pipeline.wait_idle(timeout=300)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from test_join_live import _assert_exact, _messy
+from stores import both_stores
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, both_stores]
 
 
 def _joins(pipeline) -> list[dict]:

