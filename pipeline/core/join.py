@@ -75,6 +75,12 @@ def status_of(state: State, wm: int | None, policy: JoinPolicy) -> str | None:
     horizon = acc + policy.never_ready_ms
     if r is not None and r <= horizon:
         return "on_time" if r - acc <= policy.threshold_ms[cls] else "late"
+    seen = state.get("sig")
+    if seen is not None and seen[0] in ("overdue", "never_ready"):
+        # that verdict was given at a watermark past its deadline; the one a restart reads back may
+        # be older (replay mode persists none): never step behind it, or the next due time is lost
+        floor = horizon + 1 if seen[0] == "never_ready" else acc + policy.threshold_ms[cls] + 1
+        wm = floor if wm is None or wm < floor else wm
     if wm is None:
         return None
     if wm > horizon:

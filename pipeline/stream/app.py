@@ -19,7 +19,7 @@ import faust
 from faust.types import TP
 
 from pipeline.core import batching
-from pipeline.stream import batchsend
+from pipeline.stream import batchsend, stateslot
 from pipeline.stream.faust_internals import fastconsume
 from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_quietly
 from pipeline.stream.faust_internals.consumer import aiokafka_producer, keep_read_offsets, put_back_buffered
@@ -64,7 +64,7 @@ def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker=broker_url(settings.kafka),
         broker_credentials=broker_credentials(settings),  # MAILSLA_KAFKA_SECURITY_PROTOCOL etc.; None = PLAINTEXT
         store=settings.store,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(stateslot.acquire(settings.data_dir / "faust")),  # one per process (RocksDB locks)
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         key_serializer="raw",

@@ -38,16 +38,17 @@ def test_sigkill_in_live_mode_over_a_multi_day_replay_is_exact(pipeline, tmp_pat
     """#14: half the traffic, a SIGKILL while the worker is in the middle of it, a restart, the rest."""
     pipeline.env.update(LIVE)
     clean, traffic = tmp_path / "clean.jsonl", tmp_path / "messy.jsonl"
-    pipeline.cli("generate", "--rate", "0.05", "--duration", str(3 * 86400), "--seed", "14",
+    # ~100k events: the first half is a backlog of some seconds' work for the worker
+    pipeline.cli("generate", "--rate", "0.2", "--duration", str(3 * 86400), "--seed", "14",
                  "--start", "2026-10-30T12:00:00Z", "--out", str(clean))
     _messy(clean, traffic, seed=14)
     lines = traffic.read_bytes().splitlines()
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_bytes(b"\n".join(lines[: len(lines) // 2]) + b"\n")
     second.write_bytes(b"\n".join(lines[len(lines) // 2:]) + b"\n")
+    pipeline.cli("replay", str(first))  # all of it in Kafka before the worker starts: a backlog
     worker = pipeline.start_worker()
-    pipeline.cli("replay", str(first))
-    st = pipeline.wait_lag_below(len(lines) // 4)  # kill while part of the first half is still unread
+    st = pipeline.wait_lag_below(len(lines) * 9 // 20)  # kill once a tenth of it is done (asserted below)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert st["input_lag"] > 0, "the worker finished the first half before it could be killed"

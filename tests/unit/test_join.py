@@ -96,3 +96,14 @@ def test_campaign_mail_uses_the_twelve_hour_threshold() -> None:
     s = on_accepted(None, acc(cls="campaign"), T0, P).state
     assert status_of(s, T0 + 12 * H, P) is None
     assert status_of(s, T0 + 12 * H + 1, P) == "overdue"
+
+
+def test_an_overdue_state_read_back_with_an_older_watermark_is_still_scheduled_for_never_ready() -> None:
+    """After a restart the watermark starts from what was persisted (replay mode persists none):
+    older than the one that made the state overdue. Its next due time is still the never-ready
+    horizon, not the passed threshold, whose settle changes nothing and would schedule nothing."""
+    s = on_accepted(None, acc(), T0, P).state
+    s = settle(s, T0 + 31 * MIN, P).state
+    assert s["sig"][0] == "overdue"
+    for older in (None, T0, T0 + 29 * MIN):
+        assert next_due(s, P, older) == T0 + 72 * H + 1

@@ -3,11 +3,15 @@ aggregates equal an oracle computed directly from the generated messages."""
 from __future__ import annotations
 
 import random
+import tempfile
 import zlib
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipeline.core.config import load
@@ -22,12 +26,17 @@ COL = {c: i for i, c in enumerate(MSG_COLUMNS)}
 
 
 def settings():
-    return replace(load(), partitions=PARTS, idle_grace_s=0.0, lateness_ms=0)
+    s = load()
+    # no clock-trust limit on jumps here (tests/unit/test_clock_trust.py covers it): the three
+    # clusters of accepted times may be far apart when the middle one is empty
+    return replace(s, partitions=PARTS, idle_grace_s=0.0, lateness_ms=0,
+                   policy=replace(s.policy, clock_ahead_replay_ms=1 << 50))
 
 
 message = st.tuples(
     st.sampled_from(["transactional", "campaign"]),
-    st.integers(0, 6 * H),                                  # accepted offset
+    # accepted offset, in three clusters: the last one takes event time past the never-ready horizon
+    st.one_of(st.integers(0, 6 * H), st.integers(40 * H, 46 * H), st.integers(76 * H, 80 * H)),
     st.one_of(st.none(), st.integers(-2000, 14 * H)),       # handling (None = never ready)
     st.booleans(), st.booleans(),                           # duplicate accepted / ready
     st.booleans(),                                          # orphan: drop the accepted event
@@ -54,9 +63,35 @@ def oracle(msgs, s, wm_end):
     return out, orphans
 
 
+class _Table:
+    """The join state the way the worker holds it: a dict (as the memory store), or Faust's RocksDB
+    store through the join loop's TableState (one database per partition, the partition context
+    set per record, the writes flushed at batch ends) — what docker-compose and deploy/k8s ship."""
+
+    def __init__(self, kind: str) -> None:
+        self.ts = None
+        self.map: Any = {}
+        if kind == "rocksdb":
+            from test_tablestate import faust_store
+
+            from pipeline.stream.tablestate import TableState
+
+            self.ts = TableState(faust_store("rocksdb", Path(tempfile.mkdtemp(prefix="prop-rocksdb-"))))
+            self.map = self.ts.buffer
+
+    def enter(self, p: int) -> None:
+        if self.ts is not None:
+            self.ts.enter(p)
+
+    def batch_end(self) -> None:
+        if self.ts is not None:
+            self.ts.flush()
+
+
+@pytest.mark.parametrize("kind", ["memory", "rocksdb"])
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(message, min_size=1, max_size=60), st.randoms(use_true_random=False), st.integers(1, 7))
-def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, batch: int) -> None:
+def test_rows_and_aggregates_match_the_oracle(kind: str, msgs_list, rnd: random.Random, batch: int) -> None:
     s = settings()
     msgs = {f"m{i}": m for i, m in enumerate(msgs_list)}
     streams: dict[tuple[int, str], list] = defaultdict(list)
@@ -69,8 +104,8 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
         if h is not None:
             rdy = orjson.dumps({"message_id": mid, "ready_at": format_ts(T0 + a + h)})
             streams[(p, "rdy")] += [(T0 + a + h, rdy)] * (2 if dup_r else 1)
-    table: dict[bytes, bytes] = {}
-    rt = JoinRuntime(s, table)
+    table = _Table(kind)
+    rt = JoinRuntime(s, table.map)
     # input offsets commit at random moments: finished states become fingerprints only after that
     nxt: dict[tuple[str, int], int] = defaultdict(int)
     committed: dict[tuple[str, int], int] = defaultdict(int)
@@ -80,9 +115,15 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
     for p in range(PARTS):
         acc_q = sorted(streams[(p, "acc")], key=lambda e: e[0])
         rdy_q = sorted(streams[(p, "rdy")], key=lambda e: e[0])
-        for q in (acc_q, rdy_q):  # some duplicates arrive at the end (late), after their message finished
+        for q in (acc_q, rdy_q):  # some duplicates arrive late, after their message finished, but
+            # within the dedup retention (later, a duplicate is a new message by design)
             late = [i for i in range(1, len(q)) if q[i] == q[i - 1] and rnd.random() < 0.5]
-            q[:] = [e for i, e in enumerate(q) if i not in late] + [q[i] for i in late]
+            kept = [e for i, e in enumerate(q) if i not in late]
+            for i in reversed(late):
+                limit = q[i][0] + s.dedup_retention_ms - 4 * H
+                at = next((j for j, e in enumerate(kept) if e[0] > limit), len(kept))
+                kept.insert(at, q[i])
+            q[:] = kept
         if acc_q and rdy_q:
             wm_end[p] = min(max(e[0] for e in acc_q), max(e[0] for e in rdy_q))
         while acc_q or rdy_q:  # an arbitrary interleaving of the two topics
@@ -91,9 +132,13 @@ def test_rows_and_aggregates_match_the_oracle(msgs_list, rnd: random.Random, bat
             key = orjson.loads(raw)["message_id"].encode()
             off = nxt[(topic, p)]
             nxt[(topic, p)] += 1
+            table.enter(p)
             results += [orjson.loads(o.value) for o in rt.handle(topic, p, off, key, raw, wall=0.0) if o.kind == "result"]
+            if rnd.random() < 0.2:  # the batch's end: its writes go to the store
+                table.batch_end()
             if rnd.random() < 0.3:
                 committed.update(nxt)
+        table.batch_end()
         if p == 1:  # a rebalance in the middle: heaps rebuilt from the table, verdicts re-emitted
             rt.reset(set(range(PARTS)))
     # the sink: batches of arbitrary size, some delivered twice, with a stored-row memory
@@ -166,3 +211,29 @@ def test_in_live_mode_a_partition_behind_the_workers_newest_event_time_is_unsett
         rt.handle(s.topic_ticks, 0, 0, None, b"", wall=W0 + 10.0)
     assert rt.snapshot()["unsettled_partitions"] == 0
     assert replace(settings()).idle_grace_s == 0.0 and JoinRuntime(settings(), {}).unsettled() == 0
+
+
+def test_a_message_overdue_before_a_restart_turns_never_ready_after_it() -> None:
+    """SIGKILL and restart in replay mode: nothing persists the watermark, so the new runtime starts
+    without one; a message already overdue must still become never_ready at its horizon (found by
+    the live-mode SIGKILL drill once its kill really came mid-stream)."""
+    s = settings()
+    table: dict[bytes, bytes] = {}
+
+    def feed(rt: JoinRuntime, at: int, mid: str, ready: bool = True) -> list[dict]:
+        raw = orjson.dumps({"message_id": mid, "account_id": "a", "message_class": "transactional",
+                            "accepted_at": format_ts(at)})
+        out = rt.handle(s.topic_accepted, 0, 0, mid.encode(), raw, wall=0.0)
+        if ready:
+            out += rt.handle(s.topic_ready, 0, 0, mid.encode(),
+                             orjson.dumps({"message_id": mid, "ready_at": format_ts(at + 1000)}), wall=0.0)
+        return [orjson.loads(o.value) for o in out if o.kind == "result"]
+
+    rt = JoinRuntime(s, table)
+    feed(rt, T0, "stuck", ready=False)
+    rows = feed(rt, T0 + 2 * H, "later")
+    assert ("stuck", "overdue") in {(r["message_id"], r["status"]) for r in rows}
+    rt = JoinRuntime(s, table)  # the restart: same table, nothing in memory
+    rt.reset({0})
+    rows = feed(rt, T0 + 3 * H, "again") + feed(rt, T0 + 73 * H, "much-later")
+    assert ("stuck", "never_ready") in {(r["message_id"], r["status"]) for r in rows}
