@@ -21,6 +21,7 @@ from faust.types import TP
 from pipeline.core import batching
 from pipeline.stream import batchsend, stateslot
 from pipeline.stream.faust_internals import fastconsume
+from pipeline.stream.faust_internals.changelog import changelog_sent
 from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_quietly
 from pipeline.stream.faust_internals.consumer import aiokafka_producer, keep_read_offsets, put_back_buffered
 from pipeline.stream.faust_internals.sensors import QuietSensors, SendFailures as _SendFailures
@@ -220,12 +221,10 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             return
 
     def _persisted(fut: Any, count: int) -> None:
-        """A record batch of the changelog is delivered (or failed): what Table._on_changelog_sent
-        does per record, RocksDB remembering the changelog offset it has (the batch's last)."""
+        """A record batch of the changelog is delivered (or failed): counted if it failed, and
+        the store told the changelog offset it now holds, as Faust's own callback would."""
         _sent(fut, count)
-        if not fut.cancelled() and fut.exception() is None and fut.result() is not None:
-            res = fut.result()
-            table.data.set_persisted_offset(TP(res.topic, res.partition), res.offset + count - 1)
+        changelog_sent(table.data, fut, count)
 
     def _queued(fut: Any, count: int) -> None:
         fut.add_done_callback(lambda f: _persisted(f, count))

@@ -8,10 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import faust
 import orjson
 import pytest
-from faust.types import TP
+from faust_fakes import table
 
 from pipeline.core.config import load
 from pipeline.core.errors import StoreError
@@ -25,12 +24,7 @@ T0 = 1_790_000_000_000
 
 def faust_store(kind: str, path: Path) -> Any:
     """The store of a real Faust table, as the worker makes it, all partitions assigned."""
-    app = faust.App(f"ts-{kind}", store=f"{kind}://", datadir=str(path), topic_partitions=PARTS)
-    table = app.Table("join-state", default=None, partitions=PARTS, key_type=bytes, value_type=bytes)
-    table.key_serializer = table.value_serializer = "raw"
-    topic = table.changelog_topic.get_topic_name()
-    app.assignor.assigned_actives = lambda: {TP(topic, p) for p in range(PARTS)}  # as after an assignment
-    return table.data
+    return table(kind, path, PARTS).data
 
 
 @pytest.fixture(params=["memory", "rocksdb"])

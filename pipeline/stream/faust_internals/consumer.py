@@ -81,8 +81,9 @@ def keep_read_offsets(consumer: Any, untracked: set[str]) -> None:
 def put_back_buffered(consumer: Any) -> None:
     """Put every partition Faust took out of the fetcher for a full stream buffer back in
     (`Consumer._buffered_partitions`; why: the `unstick_fetcher` timer of the join app).
-    If the buffer is really still full, Faust takes it out again on the next record."""
-    for tp in list(getattr(consumer, "_buffered_partitions", ())):
+    If the buffer is really still full, Faust takes it out again on the next record. Read
+    directly (no default): a rename in Faust fails here, loudly, instead of disabling this."""
+    for tp in list(consumer._buffered_partitions):  # noqa: SLF001 - see PRIVATE_ATTRIBUTES
         consumer.on_buffer_drop(tp)
 
 

@@ -7,8 +7,11 @@ queue, the stream's per-event context and the agent's iteration: py-spy put
 join works records in batches anyway (pipeline/core/batching.py), so for its input
 topics this replaces the consumer's drain loop with one that collects each
 fetch's records and puts them on a bounded queue as one list. Records of every
-other topic (the table's changelog during recovery) take Faust's own path,
-unchanged.
+other topic (the table's changelog during recovery) take Faust's per-record path
+(its callback, read-offset rule and flow suspension). Left out of Faust's loop:
+gap tracking and the commit every `broker_commit_every` acks, both only for
+topics with acks on, of which the join consumes none. The copy is checked
+against Faust's original in tests/unit/test_faust_behaviour.py.
 
 What Faust's path did that still matters here:
 - flow control: `getmany` stops yielding when flow is suspended (rebalance) or
