@@ -37,7 +37,7 @@ class Partition:
     deadlines: Deadlines = field(default_factory=Deadlines)
     pending: int = 0
     waiting: Waiting = field(default_factory=Waiting)  # pending messages per class and accepted second
-    persisted: int | None = None
+    persisted: tuple[int | None, int | None, int | None] | None = None  # (watermark, stream maxima) in the table
     fps: Fingerprints | None = None  # fingerprints of finished messages (set by JoinRuntime._part)
     # per input topic, the records that finished a message, in offset order (`dedup.Finished`): the
     # state becomes a fingerprint once that offset is committed (until then a re-processed
@@ -125,12 +125,13 @@ class JoinRuntime:
                     continue
                 value, acc_max, ready_max = orjson.loads(raw)
                 part = self._part(p, wall)
-                part.wm.value = value if part.wm.value is None else max(part.wm.value, value)
-                part.persisted = part.wm.value
+                if value is not None:
+                    part.wm.value = value if part.wm.value is None else max(part.wm.value, value)
                 for name, m in ((ACC, acc_max), (READY, ready_max)):
                     if m is not None:
                         part.wm.observe(name, m, part.wm.streams[name].last_wall)
                         self.trust.seen(m)
+                part.persisted = (part.wm.value, part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts)
                 continue
         for key, raw in list(self.table.items()):
             if key.startswith(b"\x00"):
@@ -208,10 +209,13 @@ class JoinRuntime:
             wm = prev
         out += self._fire(partition, part, prev, wm)
         self._fingerprint(partition, part)
-        if topic == self.s.topic_ticks and wm is not None and wm != part.persisted:
-            acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
-            self.table[WM_PREFIX + str(partition).encode()] = orjson.dumps([wm, acc, ready])
-            part.persisted = wm
+        # event time goes into the table with the states (one record per partition and batch, the
+        # buffer keeps the last): a restart, in replay mode too, goes on from where the states were
+        acc, ready = part.wm.streams[ACC].max_ts, part.wm.streams[READY].max_ts
+        mark = (wm, acc, ready)
+        if mark != part.persisted:
+            self.table[WM_PREFIX + str(partition).encode()] = orjson.dumps(mark)
+            part.persisted = mark
         return out
 
     def _pending(self, state: join.State | None, wm: int | None) -> tuple[str, int] | None:

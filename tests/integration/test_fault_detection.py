@@ -112,7 +112,7 @@ def test_an_incident_and_a_stall_each_open_one_fault_and_healthy_mail_none(pipel
         rows = pipeline.rows("SELECT kind, message_class, last_event, toString(opened_at) AS o, resolved_at "
                              "FROM mailsla.faults FINAL WHERE kind = 'semi_critical' ORDER BY opened_at")
         return rows if len(rows) == 1 and rows[0]["resolved_at"] is not None else []
-    assert _until(table), pipeline.log_tails()
+    assert _until(table, 180), pipeline.log_tails()  # a bound for slow machines, not a claim
     events = pipeline.topic_records(topic, 1000, timeout_s=5)
     semi = [e for e in events if e["kind"] == "semi_critical"]
     assert [(e["event"], e["opened_at"]) for e in semi if e["event"] != "updated"] == [
