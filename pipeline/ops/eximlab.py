@@ -19,7 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from pipeline.ops.mtalab import free_port, run_on_tty, smtp_sink, stop_all, tail, wait_port
+from pipeline.ops.mtalab import free_port, lab_dir, run_on_tty, smtp_sink, stop_all, tail, wait_port
 
 CACHE = Path("/opt/mailsla/exim4")  # not under /root: the daemons re-exec it as Debian-exim
 # The MTA-side settings the README gives an Exim administrator, plus what makes a private instance
@@ -116,8 +116,8 @@ def missing() -> str | None:
 class EximLab:
     """One private instance: `start`, `pause_queue`/`resume_queue`, `remove`, `stop`."""
 
-    def __init__(self, root: Path, host: str = "mta2", accounts: dict[str, str] | None = None) -> None:
-        self.root, self.host = root.resolve(), host
+    def __init__(self, host: str = "mta2", accounts: dict[str, str] | None = None) -> None:
+        self.root, self.host = lab_dir(host), host
         self.exim = exim_binary()
         self.port, self.sink_port, self.defer_port = free_port(), free_port(), free_port()
         self.accounts = accounts or {}
@@ -129,7 +129,6 @@ class EximLab:
         for d in ("spool", "log"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
             shutil.chown(self.root / d, "Debian-exim", "Debian-exim")
-        self.root.chmod(0o755)
         (self.root / "passwd").write_text("".join(f"{u}:{p}\n" for u, p in self.accounts.items()))
         self.conf.write_text(CONFIG.format(exim=self.exim, host=self.host, root=self.root, port=self.port,
                                            sink_port=self.sink_port, defer_port=self.defer_port))
@@ -185,6 +184,11 @@ class EximLab:
         self.daemons = {}
         stop_all(self.sinks)
         self.sinks = []
+
+    def remove(self) -> None:
+        """Stop, and delete the instance's directory (spool, logs, config)."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def log_tail(self, n: int = 40) -> str:
         return tail(self.log, n)

@@ -14,6 +14,16 @@ import time
 from pathlib import Path
 
 
+def lab_dir(host: str) -> Path:
+    """A fresh directory every user can traverse (the MTAs' own users read their queues and logs
+    there; pytest's and most home directories are 0700), under /tmp; `shutil.rmtree` it at the end."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=f"mailsla-{host}-", dir="/tmp"))
+    root.chmod(0o755)
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

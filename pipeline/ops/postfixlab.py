@@ -1,6 +1,6 @@
 """A private Postfix instance on loopback, for the integration tests and `make demo-postfix`.
 
-Everything lives under one directory: its own `config_directory` (main.cf, master.cf without
+Everything lives under one fresh directory in /tmp (`lab_dir`): its own `config_directory` (main.cf, master.cf without
 chroot, header_checks, the Cyrus SASL config and sasldb), queue, `data_directory` (owned by
 postfix), and `maillog_file` (with `maillog_file_prefixes` naming that directory). It relays all
 mail to an `smtp-sink` on another loopback port, and mail for `defer.test` to a second sink that
@@ -22,7 +22,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from pipeline.ops.mtalab import free_port, pids_of_children, run_on_tty, smtp_sink, stop_all, tail, wait_port
+from pipeline.ops.mtalab import free_port, lab_dir, pids_of_children, run_on_tty, smtp_sink, stop_all, tail, wait_port
 
 DAEMONS = "/usr/lib/postfix/sbin"
 MASTER_CF = """\
@@ -71,6 +71,8 @@ enable_long_queue_ids = {long_ids}
 queue_run_delay = 1s
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
+smtpd_recipient_restrictions = check_recipient_access inline:{{ reject.test=REJECT }},
+    permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = cyrus
 smtpd_sasl_path = smtpd
@@ -79,7 +81,8 @@ header_checks = regexp:{root}/etc/header_checks
 {eod}
 """
 EOD = "smtpd_end_of_data_restrictions = check_client_access static:{INFO end-of-data}"
-HEADER_CHECKS = "/^X-Mailsla-Class:/ INFO\n/^X-Mailsla-Priority:/ INFO\n"
+HEADER_CHECKS = ("/^X-Mailsla-Class:/ INFO\n/^X-Mailsla-Priority:/ INFO\n"
+                 "/^X-Test-Reject:/ REJECT rejected by the lab's header_checks\n")  # a reject after DATA, for tests
 SMTPD_CONF = "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {sasldb}\n"
 
 
@@ -100,9 +103,9 @@ def missing() -> str | None:
 class PostfixLab:
     """One private instance; `start`, send mail, `pause_qmgr`/`resume_qmgr`, `logrotate`, `stop`."""
 
-    def __init__(self, root: Path, host: str = "mta1", accounts: dict[str, str] | None = None,
+    def __init__(self, host: str = "mta1", accounts: dict[str, str] | None = None,
                  long_ids: bool = False, eod_marker: bool = True) -> None:
-        self.root, self.host = root.resolve(), host
+        self.root, self.host = lab_dir(host), host
         self.port, self.sink_port, self.defer_port = free_port(), free_port(), free_port()
         self.accounts = accounts or {}
         self.long_ids, self.eod_marker = long_ids, eod_marker
@@ -110,7 +113,7 @@ class PostfixLab:
         self.sinks: list[subprocess.Popen] = []
 
     def _write_config(self) -> None:
-        for d in ("etc/sasl", "spool", "data", "log"):
+        for d in ("etc/sasl", "sasl", "spool", "data", "log"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         shutil.chown(self.root / "data", "postfix")
         (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port))
@@ -118,7 +121,7 @@ class PostfixLab:
             root=self.root, host=self.host, sink_port=self.sink_port, defer_port=self.defer_port,
             long_ids="yes" if self.long_ids else "no", eod=EOD if self.eod_marker else ""))
         (self.etc / "header_checks").write_text(HEADER_CHECKS)
-        sasldb = self.etc / "sasl" / "sasldb2"
+        sasldb = self.root / "sasl" / "sasldb2"  # owned by postfix: not in the config directory (postfix check)
         # Debian's Postfix reads $config_directory/sasl/smtpd.conf (cyrus_sasl_config_path is not used)
         (self.etc / "sasl" / "smtpd.conf").write_text(SMTPD_CONF.format(sasldb=sasldb))
         for user, password in self.accounts.items():
@@ -148,6 +151,11 @@ class PostfixLab:
         self.postfix("stop", check=False)
         stop_all(self.sinks)
         self.sinks = []
+
+    def remove(self) -> None:
+        """Stop, and delete the instance's directory (queue, logs, config)."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def master_pid(self) -> int:
         return int((self.root / "spool" / "pid" / "master.pid").read_text().split()[0])
