@@ -43,8 +43,11 @@ notifier_socket = {root}/spool/queue-runner.notify
 
 begin acl
 acl_check_rcpt:
+  deny    domains = reject.test
   accept
 acl_check_data:
+  deny    condition = ${{if def:h_X-Test-Reject:}}
+          message = rejected by the lab's data ACL
   warn condition = ${{if def:h_X-Mailsla-Class:}}
        logwrite = header X-Mailsla-Class: $h_X-Mailsla-Class:
   warn condition = ${{if def:h_X-Mailsla-Priority:}}
@@ -114,7 +117,7 @@ def missing() -> str | None:
 
 
 class EximLab:
-    """One private instance: `start`, `pause_queue`/`resume_queue`, `remove`, `stop`."""
+    """One private instance: `start`, `pause_queue`/`resume_queue`, `delete` (-Mrm), `stop`, `remove`."""
 
     def __init__(self, host: str = "mta2", accounts: dict[str, str] | None = None) -> None:
         self.root, self.host = lab_dir(host), host
@@ -164,7 +167,7 @@ class EximLab:
             except ProcessLookupError:
                 pass
 
-    def remove(self, exim_id: str) -> None:
+    def delete(self, exim_id: str) -> None:
         """`exim -Mrm ID`: the message is deleted from the queue."""
         subprocess.run([str(self.exim), "-C", str(self.conf), "-Mrm", exim_id], check=True, capture_output=True)
 

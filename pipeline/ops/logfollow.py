@@ -74,14 +74,12 @@ class LogFollower:
         self.rotation_seen: float | None = None
         self.truncations = 0
         self.error: str | None = None
-        self.live_start: int | None = 0  # where the live file starts being read (None: at its end)
+        self.live_start = 0  # where the live file starts being read: the first start reads it whole
         self._head_cache: tuple[Any, tuple[str, int]] | None = None
         if saved:
             self._resume(saved)
         elif from_start:
             self.queue = [(p, 0) for p in rotated(path)]
-        elif path.exists():
-            self.live_start = None
         if path.exists() and not os.access(path, os.R_OK):
             raise Unreadable(f"{path}: Permission denied")
 
@@ -125,8 +123,7 @@ class LogFollower:
         self.error = None
         st = os.fstat(f.fileno())
         self.f, self.current, self.inode = f, self.path, st.st_ino
-        start = st.st_size if self.live_start is None else self.live_start
-        self._seek(start if start <= st.st_size else 0)
+        self._seek(self.live_start if self.live_start <= st.st_size else 0)
         self.live_start = 0  # a file that replaces this one is read from its start
         return True
 

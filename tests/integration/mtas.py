@@ -42,8 +42,10 @@ def submit(port: int, sender: str, rcpt: str, *, login: tuple[str, str] | None =
     msg.set_content("hello\n")
     s = session or smtplib.SMTP("127.0.0.1", port, "client.test", timeout=60)
     try:
-        if session is None and login:
-            s.login(*login)
+        if session is None:
+            s.ehlo()
+            if login:
+                s.login(*login)
         s.mail(sender)
         code, _ = s.rcpt(rcpt)
         if code != 250:
@@ -62,6 +64,7 @@ def submit(port: int, sender: str, rcpt: str, *, login: tuple[str, str] | None =
 
 def session(port: int, login: tuple[str, str] | None = None) -> smtplib.SMTP:
     s = smtplib.SMTP("127.0.0.1", port, "client.test", timeout=60)
+    s.ehlo()
     if login:
         s.login(*login)
     return s
@@ -149,3 +152,35 @@ def wait_rows(pipeline: Pipeline, where: str, n: int, timeout: float = 180) -> l
             return got
         time.sleep(1.0)
     raise AssertionError(f"{len(got)} of {n} rows where {where} after {timeout}s")
+
+
+class Traffic:
+    """Steady mail in the background: `smtp-source` bursts of `burst` messages every `every` s."""
+
+    def __init__(self, port: int, burst: int = 5, every: float = 0.5, sender: str = "load@bulk.test") -> None:
+        import threading
+
+        self.port, self.burst, self.every, self.sender = port, burst, every, sender
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            proc = subprocess.run(["smtp-source", "-m", str(self.burst), "-s", "1", "-f", self.sender,
+                                   "-t", "rcpt@dest.test", f"127.0.0.1:{self.port}"], capture_output=True, text=True)
+            if proc.returncode == 0:
+                self.sent += self.burst
+            else:
+                self.errors.append(proc.stderr.strip()[:300])
+            self._stop.wait(max(0.0, self.every - (time.monotonic() - t)))
+
+    def __enter__(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Pipeline
-from mtas import IngestProc, log_lines, need, postfix_first_delays, session, submit, wait_rows
+from mtas import IngestProc, Traffic, log_lines, need, postfix_first_delays, session, submit, wait_rows
 from pipeline.ops import postfixlab
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,10 @@ def postfix(request: pytest.FixtureRequest):
     rep = getattr(request.node, "rep_call", None)
     for lab in labs:
         if rep is not None and rep.failed:
-            print(f"=== {lab.log} (tail)\n{lab.log_tail(80)}")
-        lab.remove()
+            print(f"=== {lab.log} (tail; the instance's directory is kept: {lab.root})\n{lab.log_tail(80)}")
+            lab.stop()
+        else:
+            lab.remove()
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
@@ -165,3 +167,66 @@ def _snapshot(pipeline: Pipeline) -> dict:
     url = api.find(pipeline.settings())
     with urllib.request.urlopen(f"{url}/api/snapshot", timeout=30) as resp:
         return json.loads(resp.read())
+
+
+POLICY = """\
+fault:                 # small enough for a test: one minute of verdicts, 20 of them at least
+  window: {transactional: 1m, campaign: 24h}
+  min_volume: 20
+  hold: 1m
+"""
+
+
+def test_a_stopped_queue_manager_is_a_real_incident_late_mail_and_a_fault_that_opens_and_resolves(
+        pipeline: Pipeline, postfix, tmp_path: Path) -> None:
+    threshold_ms = 5000
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    pipeline.env.update(MAILSLA_THRESHOLD_TRANSACTIONAL_MS=str(threshold_ms), MAILSLA_IDLE_GRACE_S="2",
+                        MAILSLA_POLICY=str(tmp_path / "policy.yaml"), MAILSLA_FAULT_INTERVAL_S="2")
+    pipeline.start_worker()
+    lab = postfix().start()
+    ingest = IngestProc(pipeline, "postfix", lab.log, _config(tmp_path)).start()
+    stalled: dict[str, float] = {}  # queue id -> time of its 250, accepted while the queue manager was stopped
+    with Traffic(lab.port) as traffic:
+        time.sleep(30)
+        paused_at = time.time()
+        assert lab.pause_qmgr()  # premise: there is a queue manager, and it is stopped now
+        for _ in range(5):
+            qid, at = submit(lab.port, "alice@acme.test", "r@dest.test", login=("alice@acme.test", "alice-pw"))
+            stalled[qid] = at
+            time.sleep(1)
+        # mail still waiting past its threshold is already delayed: overdue rows appear during the stall
+        deadline = time.monotonic() + 120
+        while not pipeline.rows("SELECT 1 FROM mailsla.handling_times WHERE status = 'overdue' LIMIT 1"):
+            assert time.monotonic() < deadline, "no overdue row while the queue manager was stopped"
+            time.sleep(1)
+        time.sleep(max(0.0, paused_at + 20 - time.time()))
+        lab.resume_qmgr()
+        resumed_at = time.time()
+        time.sleep(170)  # a healthy window and the fault rule's hold after the incident
+    assert not traffic.errors and traffic.sent > 1000
+    assert resumed_at - paused_at >= 3 * threshold_ms / 1000  # premise: stopped well past the threshold
+
+    total = traffic.sent + len(stalled)
+    wait_rows(pipeline, "1", total)
+    pipeline.wait_idle()
+    rows = pipeline.rows("SELECT message_id, handling_ms, status FROM mailsla.handling_times")
+    by_qid = {_qid(r["message_id"]): r for r in rows}
+    assert len(rows) == len(by_qid) == total
+    delays = postfix_first_delays(lab.log)
+    assert [q for q, r in by_qid.items() if r["handling_ms"] != round(delays[q] * 1000)] == []
+    for qid, at in stalled.items():  # late, by as long as the queue manager was stopped after its 250
+        r = by_qid[qid]
+        waited_ms = (resumed_at - at) * 1000
+        assert r["status"] == "late" and waited_ms - 1000 <= r["handling_ms"] <= waited_ms + 10_000, (r, waited_ms)
+    late = sum(r["status"] == "late" for r in rows)
+    assert late >= len(stalled) and all(r["status"] in ("on_time", "late") for r in rows)
+    assert sum(r["handling_ms"] > threshold_ms for r in rows) == late
+
+    month = time.strftime("%Y-%m", time.gmtime(paused_at))
+    sla = pipeline.json("sla", "--month", month, "--json")["classes"]["transactional"]
+    assert (sla["total"], sla["delayed"]) == (total, late)
+    faults = [f for f in pipeline.json("faults", "--json") if f["message_class"] == "transactional"]
+    assert len(faults) == 1 and faults[0]["resolved_at"] is not None, faults
+    assert faults[0]["delayed"] > 0 and faults[0]["peak_share"] > 0.10
+    assert ingest.stop() == 0
