@@ -6,6 +6,9 @@ without it) and one Exim (pipeline/ops/postfixlab.py, eximlab.py; `make install-
 root), sends the same scripted mail to each and writes, under tests/unit/data/mta/:
 
 * `postfix.maillog`, `postfix-long.maillog`, `exim.mainlog`: the logs as the daemons wrote them;
+* `postfix-rsyslog.log`: a third Postfix logging through syslog(3) to an rsyslogd of this script
+  with rsyslog's high-precision RSYSLOG_FileFormat (RFC 3339 stamps, microseconds); only when the
+  machine has rsyslogd and no syslog daemon of its own (this one owns /dev/log while it runs);
 * `<log>.truth.json`: what the MTA answered, per queue id (from its own 250 replies): the account,
   class and priority the row must get, and which messages were deleted before they were ready;
   plus the queue ids of the mail it refused after DATA.
@@ -85,6 +88,46 @@ def script(lab, pause, resume, delete) -> dict:
     return truth
 
 
+RSYSLOG_CONF = """\
+module(load="imuxsock" SysSock.Name="/dev/log")
+mail.* action(type="omfile" file="{out}" template="RSYSLOG_FileFormat")
+"""
+
+
+def rsyslog(out: Path) -> None:
+    if shutil.which("rsyslogd") is None or Path("/dev/log").exists():
+        print("capture-mta-logs: no rsyslogd, or /dev/log is someone else's: postfix-rsyslog.log not captured")
+        return
+    import subprocess
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp())
+    raw = tmp / "mail.log"
+    (tmp / "rsyslog.conf").write_text(RSYSLOG_CONF.format(out=raw))
+    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", str(tmp / "rsyslog.conf"), "-i", str(tmp / "pid")])
+    try:
+        for _ in range(50):
+            if Path("/dev/log").exists():
+                break
+            time.sleep(0.1)
+        lab = PostfixLab(host="mta3", accounts=ACCOUNTS, syslog_file=raw).start()
+        try:
+            truth = script(lab, lab.pause_qmgr, lab.resume_qmgr, lambda q: lab.postsuper("-d", q))
+        finally:
+            lab.stop()
+        time.sleep(1)
+        lab.remove()
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        Path("/dev/log").unlink(missing_ok=True)
+    # only this instance's lines (the machine's other programs may have logged to mail.* meanwhile)
+    lines = [line for line in raw.read_text().splitlines() if " postfix/" in line and str(lab.root) not in line]
+    out.write_text("\n".join(lines) + "\n")
+    (out.parent / f"{out.name}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     for reason in (postfix_missing(), exim_missing()):
         if reason:
@@ -100,6 +143,7 @@ def main() -> int:
         shutil.copy(lab.log, OUT / name)
         (OUT / f"{name}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
         lab.remove()
+    rsyslog(OUT / "postfix-rsyslog.log")
     lab = EximLab(accounts=ACCOUNTS).start()
     try:
         truth = script(lab, lab.pause_queue, lab.resume_queue, lab.delete)
@@ -108,6 +152,8 @@ def main() -> int:
     shutil.copy(lab.log, OUT / "exim.mainlog")
     (OUT / "exim.mainlog.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     lab.remove()
+    for p in OUT.iterdir():
+        p.chmod(0o644)  # Exim writes 0640
     print(f"written: {sorted(p.name for p in OUT.iterdir())}")
     return 0
 

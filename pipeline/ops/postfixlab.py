@@ -53,8 +53,7 @@ MAIN_CF = """\
 compatibility_level = 3.6
 queue_directory = {root}/spool
 data_directory = {root}/data
-maillog_file = {root}/log/maillog
-maillog_file_prefixes = {root}/log
+{maillog}
 myhostname = {host}.test
 mydomain = test
 inet_interfaces = 127.0.0.1
@@ -104,12 +103,16 @@ class PostfixLab:
     """One private instance; `start`, send mail, `pause_qmgr`/`resume_qmgr`, `logrotate`, `stop`."""
 
     def __init__(self, host: str = "mta1", accounts: dict[str, str] | None = None,
-                 long_ids: bool = False, eod_marker: bool = True) -> None:
+                 long_ids: bool = False, eod_marker: bool = True, syslog_file: Path | None = None) -> None:
+        """`syslog_file`: log through syslog(3) to /dev/log instead of maillog_file; the syslog daemon
+        writes that file (the fixtures' rsyslog capture)."""
         self.root, self.host = lab_dir(host), host
+        self.syslog_file = syslog_file
         self.port, self.sink_port, self.defer_port = free_port(), free_port(), free_port()
         self.accounts = accounts or {}
         self.long_ids, self.eod_marker = long_ids, eod_marker
-        self.etc, self.log = self.root / "etc", self.root / "log" / "maillog"
+        self.etc = self.root / "etc"
+        self.log = syslog_file or self.root / "log" / "maillog"
         self.sinks: list[subprocess.Popen] = []
 
     def _write_config(self) -> None:
@@ -119,7 +122,9 @@ class PostfixLab:
         (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port))
         (self.etc / "main.cf").write_text(MAIN_CF.format(
             root=self.root, host=self.host, sink_port=self.sink_port, defer_port=self.defer_port,
-            long_ids="yes" if self.long_ids else "no", eod=EOD if self.eod_marker else ""))
+            long_ids="yes" if self.long_ids else "no", eod=EOD if self.eod_marker else "",
+            maillog="" if self.syslog_file else f"maillog_file = {self.root}/log/maillog\n"
+                                                 f"maillog_file_prefixes = {self.root}/log"))
         (self.etc / "header_checks").write_text(HEADER_CHECKS)
         sasldb = self.root / "sasl" / "sasldb2"  # owned by postfix: not in the config directory (postfix check)
         # Debian's Postfix reads $config_directory/sasl/smtpd.conf (cyrus_sasl_config_path is not used)

@@ -44,7 +44,7 @@ def _fraction_ms(text: str) -> int:
 class LocalZone:
     """Wall-clock minutes of one zone -> epoch ms, cached per minute. Ambiguous minutes (the hour
     repeated when summer time ends) are not cached: `ms` takes the first of the two unless that is
-    more than an hour before `after` (the previous line), so a log stays in order across the change."""
+    more than 10 minutes before `after` (the previous line), so a log stays in order across the change."""
 
     def __init__(self, zone: tzinfo) -> None:
         self.zone = zone
@@ -60,8 +60,8 @@ class LocalZone:
                 raise StampError("bad_timestamp") from None
             second = first.replace(fold=1)
             a, b = _ms(first), _ms(second)
-            if a != b:  # ambiguous: keep the log monotonic
-                base = b if after is not None and a + s * 1000 < after - 3_600_000 else a
+            if a != b:  # ambiguous: the second time when the first is well before the previous line
+                base = b if after is not None and a + s * 1000 < after - 600_000 else a
                 return base + s * 1000 + frac_ms
             if len(self._minutes) > 100_000:
                 self._minutes.clear()
