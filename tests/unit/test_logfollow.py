@@ -25,6 +25,17 @@ def write(path: Path, *lines: str, partial: str = "") -> None:
         f.write("".join(f"{line}\n" for line in lines).encode() + partial.encode())
 
 
+def rotate(log: Path, suffix: str, before_gzip: tuple[str, ...] = ()) -> Path:
+    """What `postfix logrotate` does: rename, (the writer may still append,) gzip, unlink."""
+    rotated = log.with_name(f"{log.name}.{suffix}")
+    os.rename(log, rotated)
+    write(rotated, *before_gzip)
+    with open(rotated, "rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.unlink(rotated)
+    return Path(f"{rotated}.gz")
+
+
 def drain(f: LogFollower, rounds: int = 5) -> list[str]:
     out: list[str] = []
     for _ in range(rounds):  # a rename is noticed at one end of file and acted on at the next
@@ -47,13 +58,8 @@ def test_rotation_by_rename_and_gzip_loses_nothing_and_keeps_the_order(tmp_path:
     write(log, "1", "2")
     f = LogFollower(log, None, from_start=False, follow=True)
     assert drain(f) == ["1", "2"]
-    os.rename(log, tmp_path / "maillog.20261203-120000")
-    write(tmp_path / "maillog.20261203-120000", "3")  # the writer has not reopened yet
+    rotate(log, "20261203-120000", before_gzip=("3",))  # "3": the writer had not reopened yet
     write(log, "4")
-    with open(tmp_path / "maillog.20261203-120000", "rb") as src, \
-            gzip.open(tmp_path / "maillog.20261203-120000.gz", "wb") as dst:  # postfix logrotate's gzip
-        shutil.copyfileobj(src, dst)
-    os.unlink(tmp_path / "maillog.20261203-120000")
     assert drain(f) == ["3", "4"]
     write(log, "5")
     assert drain(f) == ["5"]
@@ -93,14 +99,10 @@ def test_a_restart_finds_its_file_rotated_and_compressed_twice_while_it_was_down
     assert drain(f) == ["1", "2"]
     pos = _saved(f)
     write(log, "3")
-    for stamp, lines in (("120000", ["4"]), ("130000", ["5"])):
-        rotated = tmp_path / f"maillog.20261203-{stamp}"
-        os.rename(log, rotated)
-        with open(rotated, "rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.unlink(rotated)
-        write(log, *lines)
-        os.utime(f"{rotated}.gz", (int(stamp), int(stamp)))  # the older rotation is the older file
+    for stamp, line in (("120000", "4"), ("130000", "5")):
+        gz = rotate(log, f"20261203-{stamp}")
+        write(log, line)
+        os.utime(gz, (int(stamp), int(stamp)))  # the older rotation is the older file
     back = LogFollower(log, pos, from_start=False, follow=True)
     assert back.lost is None and drain(back) == ["3", "4", "5"]
 
