@@ -230,3 +230,58 @@ def test_a_stopped_queue_manager_is_a_real_incident_late_mail_and_a_fault_that_o
     assert len(faults) == 1 and faults[0]["resolved_at"] is not None, faults
     assert faults[0]["delayed"] > 0 and faults[0]["peak_share"] > 0.10
     assert ingest.stop() == 0
+
+
+ROW = ("SELECT message_id, account_id, message_class, accepted_at, ready_at, handling_ms, status "
+       "FROM mailsla.handling_times ORDER BY message_id")
+
+
+def test_two_rotations_and_a_sigkilled_ingest_lose_nothing_and_a_backfill_gives_the_same_rows(
+        pipeline: Pipeline, postfix, tmp_path: Path, kafka) -> None:
+    config = _config(tmp_path)
+    pipeline.start_worker()
+    lab = postfix()
+    ingest = IngestProc(pipeline, "postfix", lab.log, config).start()
+    lab.start()
+    lab.smtp_source(300, sessions=4)
+    ingest.wait(lambda c: c["events"]["accepted"] >= 300, what="300 accepted")
+    lab.logrotate()  # renamed to maillog.<time> and gzipped by Postfix, a new maillog started
+    with Traffic(lab.port, burst=10, every=0.2) as traffic:  # mail goes on the whole time
+        ingest.wait(lambda c: c["events"]["accepted"] >= 450, what="reading the new file")
+        assert ingest.stop(signal.SIGKILL) == -signal.SIGKILL  # in the middle of its work
+        time.sleep(2)
+        lab.logrotate()  # rotated again while the ingest is down: its file is now a .gz
+        time.sleep(2)
+        ingest.start()
+        time.sleep(5)
+    assert not traffic.errors
+    rotated = sorted(lab.log.parent.glob("maillog.*.gz"))
+    assert len(rotated) == 2  # premise: two rotations, the second one while the ingest was dead
+
+    total = 300 + traffic.sent
+    wait_rows(pipeline, "1", total)
+    pipeline.wait_idle()
+    follow = pipeline.rows(ROW)
+    assert len(follow) == len({r["message_id"] for r in follow}) == total  # none lost, none twice
+    assert ingest.counters()["lost"] is None  # the restart found its file inside the second .gz
+    sla = pipeline.json("sla", "--month", time.strftime("%Y-%m"), "--json")["classes"]["transactional"]
+    assert sla["total"] == total
+    counters = pipeline.json("status", "--json")["counters"]
+    print(f"DRILL ingest SIGKILL + two rotations: {total} messages, events produced again after the restart "
+          f"(duplicates the join absorbed): {counters.get('duplicate_accepted', 0)} accepted, "
+          f"{counters.get('duplicate_ready', 0)} queue-ready")
+    delays = postfix_first_delays(lab.log)
+    assert [r for r in follow if r["handling_ms"] != round(delays[_qid(r["message_id"])] * 1000)] == []
+    ingest.stop()
+
+    # the same logs from the start, rotated files included, into a pipeline of their own
+    (tmp_path / "backfill").mkdir()
+    other = Pipeline(tmp_path / "backfill", kafka)
+    try:
+        other.start_worker()
+        run = other.cli("ingest", "postfix", str(lab.log), "--config", str(config), "--from-start", "--no-follow")
+        assert run.returncode == 0
+        other.wait_idle()
+        assert other.rows(ROW) == follow
+    finally:
+        other.stop(signal.SIGKILL)
