@@ -145,6 +145,11 @@ def build_parser() -> Parser:
     d = sub.add_parser("demo", help="the whole pipeline on local Kafka with generated traffic")
     d.add_argument("--duration", type=float, default=120.0, help="seconds (default 120)")
     d.add_argument("--rate", type=float, default=200.0, help="messages per second (default 200)")
+    d.add_argument("--mta", choices=["postfix"], help="instead of the generator: a real Postfix on loopback "
+                   "(as root, Debian's postfix package) feeding `mailsla ingest`, its queue manager stopped a while")
+    d.add_argument("--messages", type=int, default=3000, help="with --mta: messages sent (default 3000)")
+    d.add_argument("--pause", type=float, default=45.0, help="with --mta: seconds the queue manager is stopped "
+                                                             "(default 45; the demo's threshold is 20 s)")
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="end-to-end events/s against the raw aiokafka ceiling")

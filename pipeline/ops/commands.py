@@ -202,6 +202,12 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    if args.mta:
+        from pipeline.ops import mtademo
+
+        if args.messages < 1 or args.pause < 0 or args.duration <= 0:
+            raise UsageError("mailsla demo: --messages must be >= 1, --pause >= 0, --duration > 0")
+        return mtademo.run(s, duration=args.duration, messages=args.messages, pause=args.pause)
     from pipeline.ops.demo import run
 
     return run(s, duration=args.duration, rate=args.rate)

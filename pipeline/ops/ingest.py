@@ -22,10 +22,11 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.core.config import Settings
 from pipeline.core.mta.exim import EximLog
@@ -33,6 +34,7 @@ from pipeline.core.mta.mapping import IngestConfig
 from pipeline.core.mta.postfix import PostfixLog
 from pipeline.core.mta.source import LogSource
 from pipeline.ops.logfollow import LogFollower
+from pipeline.stream.batchsend import send_records
 from pipeline.stream.kafka import ensure_topics, producer
 
 BATCH_LINES = 20_000
@@ -46,13 +48,13 @@ def checkpoint_path(settings: Settings, kind: str, log: Path) -> Path:
     return settings.data_dir / "ingest" / f"{kind}-{log.name}-{digest}.json"
 
 
-def _write_json(path: Path, doc: Any) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(orjson.dumps(doc))
+        f.write(data)
         f.flush()
-        os.fsync(f.fileno())  # the position must not come back older than what Kafka has
+        os.fsync(f.fileno())  # a checkpoint must not come back older than what Kafka has
     tmp.replace(path)
 
 
@@ -78,7 +80,8 @@ class LogIngest:
         self.last_save = 0.0
         self.dirty = False
 
-    def batch(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def batch(self) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
+        """(the events of the next lines and of the time that passed, whether there were lines)."""
         lines = self.follower.read(BATCH_LINES)
         now = time.monotonic()
         if lines:
@@ -86,18 +89,23 @@ class LogIngest:
                 self.parser.years.reference_ms = self.follower.reference_ms() if not self.follower.follow or \
                     self.follower.current != self.path else int(time.time() * 1000)
             feed = self.parser.feed
-            for raw in lines:
-                feed(raw.decode("utf-8", "replace"))
+            for line in lines:
+                feed(line)
             self.last_line, self.dirty = now, True
         self.parser.tick(int((now - self.last_line) * 1000))
-        return self.parser.take()
+        return self.parser.take(), bool(lines)
 
-    def save(self, force: bool = False) -> None:
-        if not self.dirty and not force:
-            return
-        _write_json(self.saved_at, {"path": str(self.path), "kind": self.kind, "saved_at": time.time(),
-                                    "position": self.follower.position(), "state": self.parser.state()})
-        self.last_save, self.dirty = time.monotonic(), False
+    def snapshot(self) -> bytes:
+        """The checkpoint as of the lines read so far (position and parser state, encoded now: the
+        parser goes on while Kafka acknowledges)."""
+        return orjson.dumps({"path": str(self.path), "kind": self.kind, "saved_at": time.time(),
+                             "position": self.follower.position(), "state": self.parser.state()})
+
+    def save(self, snapshot: bytes | None = None) -> None:
+        """Write a checkpoint (atomically, fsynced): only once Kafka acknowledged every event before it."""
+        _write_bytes(self.saved_at, snapshot if snapshot is not None else self.snapshot())
+        # a batch's checkpoint may be behind what was read since: the idle save writes the rest
+        self.last_save, self.dirty = time.monotonic(), snapshot is not None
 
     def status(self) -> dict[str, Any]:
         pos = self.follower.position()
@@ -108,6 +116,15 @@ class LogIngest:
         return {"path": str(self.path), "file": pos["file"], "offset": pos["offset"], "bytes_behind": behind,
                 "lost": self.follower.lost, "error": self.follower.error, "truncations": self.follower.truncations,
                 "in_flight": self.parser.in_flight, **self.parser.counters()}  # type: ignore[attr-defined]
+
+
+class Batch(NamedTuple):
+    """Events queued to Kafka, and the checkpoint to write once all of them are acknowledged."""
+
+    log: LogIngest
+    snapshot: bytes
+    events: list[tuple[str, str, dict[str, Any]]]
+    futures: list[Any]
 
 
 class Ingest:
@@ -122,6 +139,9 @@ class Ingest:
         self.stopping = False
         self.kafka_error: str | None = None
         self.sent = 0
+        self._partitioner = DefaultPartitioner()  # the producer's own: murmur2 of the key, as Java's
+        self._partitions: dict[str, int] = {}  # message_id -> partition (the two topics have the same count)
+        self._count = 0
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -133,25 +153,35 @@ class Ingest:
         topics = {"accepted": self.settings.topic_accepted, "ready": self.settings.topic_ready}
         last_status = 0.0
         clean = False
+        inflight: Batch | None = None  # queued to Kafka, its checkpoint not yet written
         try:
             while not self.stopping:
                 busy = False
                 for log in self.logs:
-                    events = log.batch()
+                    events, read = log.batch()
                     if events:
-                        if not await self._send(prod, topics, events):
-                            return 1  # stopped while Kafka was away: the batch is read again next time
-                        log.save(force=True)
-                    elif log.dirty and time.monotonic() - log.last_save > SAVE_IDLE_EVERY_S:
-                        log.save()
-                    busy = busy or log.dirty
+                        # queued before the previous batch is settled: Kafka works while the next one is parsed
+                        batch = Batch(log, log.snapshot(), events, await self._queue(prod, topics, events))
+                        if inflight is not None and not await self._settle(prod, topics, inflight):
+                            return 1  # stopped while Kafka was away: these batches are read again next time
+                        inflight = batch
+                    elif log.dirty and time.monotonic() - log.last_save > SAVE_IDLE_EVERY_S and (
+                            inflight is None or inflight.log is not log):
+                        log.save()  # lines without events: the position moves on now and then
+                    busy = busy or read
+                if not busy and inflight is not None:
+                    if not await self._settle(prod, topics, inflight):
+                        return 1
+                    inflight = None
                 if time.monotonic() - last_status > STATUS_EVERY_S:
                     self.write_status()
                     last_status = time.monotonic()
-                if not self.follow and all(log.follower.finished for log in self.logs):
+                if not self.follow and inflight is None and all(log.follower.finished for log in self.logs):
                     break
                 if not busy:
                     await asyncio.sleep(POLL_S)
+            if inflight is not None and not await self._settle(prod, topics, inflight):
+                return 1
             clean = True
         finally:
             for log in self.logs:
@@ -168,35 +198,63 @@ class Ingest:
     def _stop(self) -> None:
         self.stopping = True
 
-    async def _send(self, prod: Any, topics: dict[str, str], events: list[tuple[str, str, dict[str, Any]]]) -> bool:
-        """Every event acknowledged (acks=all), else sent again with backoff: nothing is saved before.
-        False: asked to stop while Kafka kept failing (the batch is not saved, so it is read again)."""
-        pause = 0.5
-        while not self.stopping or self.kafka_error is None:
+    async def _settle(self, prod: Any, topics: dict[str, str], batch: "Batch") -> bool:
+        """Wait until Kafka acknowledged the batch (acks=all), then write its checkpoint. A failure
+        sends the same events again with backoff; nothing is written before. False: asked to stop
+        while Kafka kept failing (the checkpoint stays where it was, so the lines are read again)."""
+        pause, futures = 0.5, batch.futures
+        while True:
             try:
-                futures = [await prod.send(topics[kind], orjson.dumps(doc), key=key.encode())
-                           for kind, key, doc in events]
                 await asyncio.gather(*futures)
-                self.sent += len(events)
-                self.kafka_error = None
-                return True
+                break
             except (KafkaError, OSError) as exc:
                 if self.kafka_error is None:
                     print(f"mailsla ingest: Kafka at {self.settings.kafka} failed ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); sending the batch again until it is taken", file=sys.stderr, flush=True)
                 self.kafka_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 self.write_status()
+                if self.stopping:
+                    print(f"mailsla ingest: stopped with {len(batch.events)} events not acknowledged by Kafka; "
+                          "their lines are read again at the next start", file=sys.stderr)
+                    return False
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)
-        print(f"mailsla ingest: stopped with {len(events)} events not acknowledged by Kafka; their lines are "
-              "read again at the next start", file=sys.stderr)
-        return False
+                try:
+                    futures = await self._queue(prod, topics, batch.events)
+                except (KafkaError, OSError):
+                    futures = []
+                    continue
+        self.sent += len(batch.events)
+        self.kafka_error = None
+        batch.log.save(batch.snapshot)
+        return True
+
+    async def _queue(self, prod: Any, topics: dict[str, str], events: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
+        """The events as whole record batches per partition (pipeline/stream/batchsend.py: one future
+        per batch, not per record), partitioned by message_id as `send(key=...)` would: the join's
+        co-partitioning of the two topics holds, and each message's events keep their order."""
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        parts = {t: sorted(await prod.partitions_for(t)) for t in {topics[k] for k, _, _ in events}}
+        cache = self._partitions
+        if len(cache) > 100_000:
+            cache.clear()
+        for kind, key, doc in events:
+            topic, kb = topics[kind], key.encode()
+            p = cache.get(key)  # both events of a message: one murmur2 (pure Python, ~10 us)
+            if p is None or len(parts[topic]) != self._count:
+                p = cache[key] = self._partitioner(kb, parts[topic], parts[topic])
+                self._count = len(parts[topic])
+            by_partition.setdefault((topic, p), []).append((kb, orjson.dumps(doc)))
+        futures: list[Any] = []
+        for (topic, partition), records in by_partition.items():
+            await send_records(prod, topic, partition, records, lambda f, _n: futures.append(f))
+        return futures
 
     def write_status(self) -> None:
         doc = {"pid": os.getpid(), "at": time.time(), "kind": self.kind, "produced": self.sent,
                "kafka_error": self.kafka_error, "logs": [log.status() for log in self.logs]}
         try:
-            _write_json(self.status_path, doc)
+            _write_bytes(self.status_path, orjson.dumps(doc))
         except OSError:
             pass  # the status is for people; a full disk must not stop the ingest
 

@@ -132,23 +132,25 @@ class LogFollower:
         self.f.seek(offset)
         self.offset, self.buf = offset, b""
 
-    def read(self, max_lines: int = 10_000) -> list[bytes]:
-        """Up to `max_lines` complete lines (without the newline); [] when nothing new is there."""
+    def read(self, max_lines: int = 10_000) -> list[str]:
+        """Up to about `max_lines` complete lines (without the newline, decoded as UTF-8 with
+        replacement characters); [] when nothing new is there."""
         if self.f is None and not self._next_file():
             return []
         assert self.f is not None
-        out: list[bytes] = []
+        out: list[str] = []
         while len(out) < max_lines:
             data = self.f.read(CHUNK)
             if data:
                 self.buf += data
-                lines = self.buf.split(b"\n")
-                self.buf = lines.pop()
-                for line in lines:
-                    self.offset += len(line) + 1
-                    out.append(line[:MAX_LINE] if len(line) > MAX_LINE else line)
+                cut = self.buf.rfind(b"\n")
+                if cut >= 0:  # the complete lines, decoded at once
+                    lines = self.buf[:cut].decode("utf-8", "replace").split("\n")
+                    self.offset += cut + 1
+                    self.buf = self.buf[cut + 1:]
+                    out += lines if max(map(len, lines)) <= MAX_LINE else [line[:MAX_LINE] for line in lines]
                 if len(self.buf) > MAX_LINE:  # no newline for 64 KiB: not a log line, cut it
-                    out.append(self.buf[:MAX_LINE])
+                    out.append(self.buf[:MAX_LINE].decode("utf-8", "replace"))
                     self.offset += len(self.buf)
                     self.buf = b""
                 continue
@@ -156,7 +158,7 @@ class LogFollower:
                 break
         return out
 
-    def _at_end(self, out: list[bytes]) -> bool:
+    def _at_end(self, out: list[str]) -> bool:
         """At the end of the open file: go on to the next one when this one is finished. True: stop."""
         assert self.f is not None
         if self.current != self.path:  # a rotated file: it is complete
@@ -183,10 +185,10 @@ class LogFollower:
         self._finish(out)
         return not self._next_file()
 
-    def _finish(self, out: list[bytes]) -> None:
+    def _finish(self, out: list[str]) -> None:
         """Close the open file; a last line without its newline is returned as it is (cut)."""
         if self.buf:
-            out.append(self.buf)
+            out.append(self.buf.decode("utf-8", "replace"))
             self.offset += len(self.buf)
             self.buf = b""
         if self.f is not None:

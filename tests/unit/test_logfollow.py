@@ -39,7 +39,7 @@ def rotate(log: Path, suffix: str, before_gzip: tuple[str, ...] = ()) -> Path:
 def drain(f: LogFollower, rounds: int = 5) -> list[str]:
     out: list[str] = []
     for _ in range(rounds):  # a rename is noticed at one end of file and acted on at the next
-        out += [b.decode() for b in f.read()]
+        out += f.read()
     return out
 
 

@@ -76,7 +76,7 @@ class EximLog(LogSource):
         self._swept = 0
 
     def handle(self, line: str) -> None:
-        ms, text = self._stamp(line)
+        ms, text = self._stamp_of(line)
         if text.startswith("["):  # +pid
             text = text[text.find("] ") + 2:] if "] " in text else ""
         token, _, rest = text.partition(" ")
@@ -109,7 +109,7 @@ class EximLog(LogSource):
         if self.log_now - self._swept > 60_000:
             self._sweep()
 
-    def _stamp(self, line: str) -> tuple[int, str]:
+    def _stamp_of(self, line: str) -> tuple[int, str]:
         """`YYYY-MM-DD HH:MM:SS[.mmm] [+ZZZZ] rest` -> (ms, rest)."""
         if len(line) < 20 or not line[0].isdigit():
             raise StampError("no_timestamp")

@@ -85,24 +85,25 @@ class PostfixLog(LogSource):
     def __init__(self, cfg: Any, reference_ms: int) -> None:
         super().__init__(cfg, reference_ms)
         self.msgs: dict[str, Msg] = {}  # "host qid" -> in flight
-        self.sessions: dict[str, str] = {}  # "host prog pid" of an smtpd -> "host qid" of its open message
+        self.sessions: dict[str, str] = {}  # "host prog[pid]" of an smtpd -> "host qid" of its open message
         self.held: dict[str, Msg] = {}  # ready seen, waiting for delays= (handling: delays)
         self._swept = 0
 
     # -- the lines ---------------------------------------------------------------------------
     def handle(self, line: str) -> None:
-        ms, host, prog, pid, text = self.syslog(line)
-        slash = prog.find("/")
-        if slash < 0 or not prog.startswith(self.cfg.syslog_name):
+        ms, host, tag, text = self.syslog(line)
+        slash = tag.rfind("/")
+        if slash < 0 or not tag.startswith(self.cfg.syslog_name):
             self.skipped["other_daemon"] += 1
             return
-        daemon = prog[prog.rfind("/") + 1:]
+        bracket = tag.find("[", slash)
+        daemon = tag[slash + 1:bracket] if bracket > 0 else tag[slash + 1:]
         colon = text.find(": ")
         qid = text[:colon] if 0 < colon <= 20 else ""
         if qid and not (qid.isalnum() and qid.isascii()) or qid == "NOQUEUE":
             qid = ""
         if daemon == "smtpd":
-            self._smtpd(ms, host, f"{host} {prog} {pid}", qid, text[colon + 2:] if qid else text)
+            self._smtpd(ms, host, f"{host} {tag}", qid, text[colon + 2:] if qid else text)
         elif not qid:
             self.skipped["unused"] += 1
         elif daemon == "qmgr":

@@ -39,6 +39,7 @@ class LogSource:
         self.log_now = 0  # the newest stamp read (epoch ms): the log's own clock
         self.fine = False  # the last stamp had a fraction of a second
         self._hosts: dict[str, str] = {}
+        self._stamp, self._stamp_ms = "", 0  # the last classic stamp read, and what it gave
 
     # -- emitting ---------------------------------------------------------------------------
     def emit_accepted(self, message_id: str, accepted_ms: int, mta: str, queue_id: str, **fields: Any) -> None:
@@ -72,6 +73,8 @@ class LogSource:
             self.garbled[str(exc)] += 1
         except (ValueError, IndexError):  # a known line cut short somewhere we did not foresee
             self.garbled["truncated"] += 1
+        except Exception:  # noqa: BLE001 - a bug of ours must not stop the ingest: counted, the line skipped
+            self.garbled["parser_error"] += 1
 
     def handle(self, line: str) -> None:
         raise NotImplementedError
@@ -85,9 +88,9 @@ class LogSource:
         return ms
 
     # -- the syslog prefix ----------------------------------------------------------------------
-    def syslog(self, line: str) -> tuple[int, str, str, str, str]:
-        """`STAMP HOST PROG[PID]: MESSAGE` -> (ms, host, program, pid, message). STAMP is classic
-        (`Dec 03 12:16:24`, `Dec  3 ...`, with or without a fraction) or RFC 3339."""
+    def syslog(self, line: str) -> tuple[int, str, str, str]:
+        """`STAMP HOST TAG: MESSAGE` -> (ms, host, tag, message); TAG is `prog[pid]` (or `prog`).
+        STAMP is classic (`Dec 03 12:16:24`, `Dec  3 ...`, with or without a fraction) or RFC 3339."""
         if not line:
             raise LineError("no_timestamp")
         if line[0].isdigit():
@@ -100,19 +103,22 @@ class LogSource:
             cut = line.find(" ", 15) if len(line) > 15 and line[15] == "." else 15
             if cut < 0 or cut > 40:
                 raise StampError("no_timestamp")
-            ms = classic(line[:cut], self.years)
+            stamp = line[:cut]
+            if stamp == self._stamp:  # a busy log writes hundreds of lines per second: read each second once
+                ms = self._stamp_ms
+            else:
+                ms = classic(stamp, self.years)
+                self._stamp, self._stamp_ms = stamp, ms
             self.fine = cut > 15
-        self.stamp_ms(ms)
+        if ms > self.log_now:
+            self.log_now = ms
         host_end = line.find(" ", cut + 1)
         tag_end = line.find(": ", host_end + 1)
         if host_end < 0 or tag_end < 0:
             raise LineError("truncated")
-        host, tag = line[cut + 1:host_end], line[host_end + 1:tag_end]
+        host = line[cut + 1:host_end]
         host = self._hosts.setdefault(host, host) if len(self._hosts) < 10_000 else host  # one copy per host
-        bracket = tag.find("[")
-        if bracket > 0 and tag[-1] == "]":
-            return ms, host, tag[:bracket], tag[bracket + 1:-1], line[tag_end + 2:]
-        return ms, host, tag, "", line[tag_end + 2:]
+        return ms, host, line[host_end + 1:tag_end], line[tag_end + 2:]
 
     # -- state ------------------------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
