@@ -34,6 +34,7 @@ from pipeline.core.mta.mapping import IngestConfig
 from pipeline.core.mta.postfix import PostfixLog
 from pipeline.core.mta.source import LogSource
 from pipeline.ops.logfollow import LogFollower
+from pipeline.store.owner import pid_alive
 from pipeline.stream.batchsend import send_records
 from pipeline.stream.kafka import ensure_topics, producer
 
@@ -144,6 +145,12 @@ class Ingest:
         self._count = 0
 
     async def run(self) -> int:
+        for old in self.status_path.parent.glob("ingest-*.json"):  # reports of ingests that are gone
+            try:
+                if not pid_alive(int(old.stem.split("-")[1])):
+                    old.unlink()
+            except (OSError, ValueError):
+                pass
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)

@@ -213,3 +213,17 @@ def test_the_bench_log_has_only_shapes_the_parser_uses(tmp_path: Path) -> None:
     assert n == 500 * len(LINES) == p.lines
     assert (p.emitted["accepted"], p.emitted["queue_ready"], len(events)) == (500, 500, 1000)
     assert p.skipped == {} and p.garbled == {}
+
+
+@pytest.mark.parametrize("name", POSTFIX_LOGS + ["exim.mainlog"])
+def test_the_events_follow_the_json_schemas(name: str) -> None:
+    import jsonschema
+
+    root = Path(__file__).resolve().parents[2] / "schemas"
+    schemas = {kind: json.loads((root / f"mta.{file}.schema.json").read_text())
+               for kind, file in (("accepted", "accepted"), ("ready", "queue_ready"))}
+    _, events = parse(name)
+    assert events
+    for kind, key, doc in events:
+        jsonschema.validate(doc, schemas[kind])
+        assert key == doc["message_id"]
