@@ -167,11 +167,12 @@ class Ingest:
                 for log in self.logs:
                     events, read = log.batch()
                     if events:
-                        # queued before the previous batch is settled: Kafka works while the next one is parsed
-                        batch = Batch(log, log.snapshot(), events, await self._queue(prod, topics, events))
+                        # this batch was parsed while Kafka acknowledged the previous one; that one is
+                        # settled (saved) before this one is queued, so a SIGKILL repeats one batch at most
+                        snapshot = log.snapshot()
                         if inflight is not None and not await self._settle(prod, topics, inflight):
-                            return 1  # stopped while Kafka was away: these batches are read again next time
-                        inflight = batch
+                            return 1  # stopped while Kafka was away: the batch is read again next time
+                        inflight = Batch(log, snapshot, events, await self._queue(prod, topics, events))
                     elif log.dirty and time.monotonic() - log.last_save > SAVE_IDLE_EVERY_S and (
                             inflight is None or inflight.log is not log):
                         log.save()  # lines without events: the position moves on now and then

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from pipeline.ops.mtalab import free_port, lab_dir, pids_of_children, run_on_tty, smtp_sink, stop_all, tail, wait_port
 
-DAEMONS = "/usr/lib/postfix/sbin"
 MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup

@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import smtplib
-import subprocess
 import time
 from pathlib import Path
 

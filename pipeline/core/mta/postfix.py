@@ -32,7 +32,6 @@ from pipeline.core.mta.source import LineError, LogSource
 
 AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard"})
 _HEX = frozenset("0123456789ABCDEF")
-_QID_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 class Msg:
