@@ -227,3 +227,14 @@ def test_the_events_follow_the_json_schemas(name: str) -> None:
     for kind, key, doc in events:
         jsonschema.validate(doc, schemas[kind])
         assert key == doc["message_id"]
+
+
+def test_mail_a_content_filter_hands_back_gives_no_second_message() -> None:
+    """The lines of a real smtpd under the syslog name a content filter's return service gets
+    (`-o syslog_name=postfix/reinject`): with `postfix.reinjection` naming it, they give no event."""
+    real = lines("postfix.maillog")
+    back = [line.replace("postfix/smtpd[", "postfix/reinject/smtpd[") for line in real]
+    _, plain = parse("postfix.maillog", feed=back)
+    assert plain  # without the setting, such a session is mail like any other
+    p, events = parse("postfix.maillog", config(postfix={"reinjection": ["postfix/reinject"]}), back)
+    assert events == [] and p.skipped["reinjected"] > 0

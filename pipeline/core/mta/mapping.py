@@ -40,6 +40,7 @@ class IngestConfig:
     handling: str = "auto"
     delays_wait_ms: int = 10_000
     syslog_name: str = "postfix"
+    reinjection: tuple[str, ...] = ()  # smtpd syslog names of a content filter's way back (no events)
     exim_host: str = ""
     horizon_ms: int = 7 * 86_400_000
     _ip_cache: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
@@ -134,6 +135,14 @@ def _text(value: Any, key: str, *, empty: bool = False) -> str:
     return text
 
 
+def _list(value: Any, key: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MappingError(f"{key}: expected a list")
+    return value
+
+
 def parse(doc: Any) -> IngestConfig:
     doc = _mapping(doc, "ingest config")
     zone_name = str(doc.get("timezone") or "local")
@@ -162,9 +171,7 @@ def parse(doc: Any) -> IngestConfig:
     if default_class not in CLASSES:
         raise MappingError(f"message_class.default: must be one of {', '.join(CLASSES)}, got {default_class!r}")
     prio = _mapping(doc.get("priority"), "priority")
-    low = prio.get("low") or []
-    if not isinstance(low, list):
-        raise MappingError("priority.low: expected a list of header values")
+    low = _list(prio.get("low"), "priority.low")
     pf, ex = _mapping(doc.get("postfix"), "postfix"), _mapping(doc.get("exim"), "exim")
     handling = str(pf.get("handling", "auto"))
     if handling not in HANDLING:
@@ -182,6 +189,7 @@ def parse(doc: Any) -> IngestConfig:
         priority_header=_text(prio.get("header", "X-Mailsla-Priority"), "priority.header").lower(),
         low_values=frozenset(str(v).strip().lower() for v in low), handling=handling, delays_wait_ms=wait,
         syslog_name=_text(pf.get("syslog_name", "postfix"), "postfix.syslog_name"),
+        reinjection=tuple(_text(n, "postfix.reinjection") for n in _list(pf.get("reinjection"), "postfix.reinjection")),
         exim_host=_text(ex.get("host") or "", "exim.host", empty=True), horizon_ms=horizon)
 
 

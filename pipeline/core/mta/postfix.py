@@ -102,6 +102,9 @@ class PostfixLog(LogSource):
         if qid and not (qid.isalnum() and qid.isascii()) or qid == "NOQUEUE":
             qid = ""
         if daemon == "smtpd":
+            if self.cfg.reinjection and tag[:slash] in self.cfg.reinjection:
+                self.skipped["reinjected"] += 1  # a content filter's way back: counted when it first came in
+                return
             self._smtpd(ms, host, f"{host} {tag}", qid, text[colon + 2:] if qid else text)
         elif not qid:
             self.skipped["unused"] += 1
