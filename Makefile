@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install install-browser lock demo test test-unit test-integration bench kafka-up kafka-down clean
+.PHONY: help install install-browser install-mta lock demo demo-postfix test test-unit test-integration bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,16 +42,22 @@ install-browser: ## Debian's chromium for the live-page test (apt, as root; skip
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "chromium not installed: the browser tests will be skipped (in CI they fail)"; [ -z "$$CI" ]; }
 
+install-mta: ## Postfix 3.7 (apt) and Exim 4.96 (unpacked into /opt/mailsla/exim4) for the MTA tests (as root)
+	@bash scripts/install-mta.sh
+
 demo: $(STAMP) ## run Kafka, a worker and the generator for ~2 min with a live summary
 	$(BIN)/mailsla demo
 
-test: $(STAMP) install-browser ## unit and integration tests (real Kafka broker, embedded ClickHouse, headless Chromium)
+demo-postfix: $(STAMP) install-mta ## a private Postfix on loopback feeding the pipeline, queue manager paused for a while
+	$(BIN)/mailsla demo --mta postfix
+
+test: $(STAMP) install-browser install-mta ## unit and integration tests (real Kafka broker, embedded ClickHouse, Chromium, Postfix, Exim)
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP) ## unit tests only (fast, no Kafka)
 	$(BIN)/pytest -q tests/unit
 
-test-integration: $(STAMP) install-browser ## integration tests only
+test-integration: $(STAMP) install-browser install-mta ## integration tests only
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP) ## end-to-end events/s vs the raw aiokafka ceiling (EVENTS=1000000)

@@ -243,6 +243,9 @@ def _yaml(text: str, name: str) -> Any:
         raise PolicyError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
+merge, read_yaml = _merge, _yaml  # for the other YAML files of the core (pipeline/core/mta/mapping.py)
+
+
 def load(path: str | Path | None = None) -> Policy:
     """The shipped policy, with the file at `path` on top of it: a file names only what it changes
     (keys it leaves out keep the shipped values; lists such as burn_rate are replaced whole)."""

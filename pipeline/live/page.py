@@ -43,6 +43,22 @@ def _replace(page: str, tag: str, id_: str, inner: str, open_tag: str | None = N
         lambda m: (open_tag or m.group(0)[:m.group(0).index(">") + 1]) + inner + f"</{tag}>", page, count=1)
 
 
+def ingest_text(ing: dict[str, Any]) -> str:
+    """`mailsla ingest` in one cell (the script's `ingestText` says the same)."""
+    if not ing.get("processes"):
+        return "no ingest running"
+    ev = ing.get("events") or {}
+    text = (f"{ing.get('lines', 0)} lines: {ev.get('accepted', 0)} accepted, {ev.get('queue_ready', 0)} ready, "
+            f"{ing.get('in_flight', 0)} in flight")
+    return text + "".join(f"; {e}" for e in ing.get("errors") or [])
+
+
+def reasons_text(garbled: dict[str, int], skipped: dict[str, int]) -> str:
+    """Garbled lines per reason, then other daemons' lines (the script's `reasonsText`)."""
+    parts = [f"{k} {v}" for k, v in sorted(garbled.items())] or ["none"]
+    return ", ".join(parts) + f" (other daemons' lines: {skipped.get('other_daemon', 0)})"
+
+
 def _cell(page: str, id_: str, text: str, value: Any = None, cls: str = "") -> str:
     """Replace the whole table cell with this id (its text, data-value and class)."""
     return _element("td", id_).sub(lambda _: _td(text, value, cls, id_), page, count=1)
@@ -81,6 +97,11 @@ def render(page: str, s: dict[str, Any]) -> str:
     cs = s.get("clock_suspects", {})
     page = _cell(page, "clock-suspects", ", ".join(f"{m}: {k.get('ahead', 0)} / {k.get('behind', 0)}"
                                                    for m, k in cs.items()) or "none", len(cs), "warn" if cs else "ok")
+    ing = s.get("ingest") or {}
+    page = _cell(page, "ingest", ingest_text(ing), ing.get("lines"), "warn" if ing.get("errors") else "")
+    bad = sum((ing.get("garbled") or {}).values())
+    page = _cell(page, "ingest-garbled", reasons_text(ing.get("garbled") or {}, ing.get("skipped") or {}), bad,
+                 "warn" if bad else "ok")
     rows = []
     for cls, f in s["fault_window"].items():
         state = ("bad" if f["eligible"] >= f["min_volume"] and f["share"] > f["line"]

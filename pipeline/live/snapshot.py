@@ -19,7 +19,7 @@ from pipeline.core import faults as fault_core
 from pipeline.core import sla
 from pipeline.core.config import Settings
 from pipeline.core.events import CLASSES, format_ts
-from pipeline.stream.status import clock_suspects, live_snapshots
+from pipeline.stream.status import clock_suspects, ingest_snapshots, ingest_summary, live_snapshots
 
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
 MINUTE = 60_000
@@ -128,6 +128,7 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
             counters[k] = counters.get(k, 0) + int(n)
     snap["counters"] = counters
     snap["clock_suspects"] = clock_suspects(workers)
+    snap["ingest"] = ingest_summary(ingest_snapshots(settings))  # MTA logs (issue #19): lines, garbled per reason
     snap["workers"] = len(workers)
     snap["lag"] = lag or {}
     snap["rates"] = _rates(snap, prev)

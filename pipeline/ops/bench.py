@@ -134,6 +134,11 @@ def run(settings: Settings, events: int, as_json: bool = False) -> int:
             if runs[name] is None:
                 say("  pipeline did not finish within an hour; see " + str(data))
                 return 1
+        from pipeline.ops.ingestbench import measure as ingest_measure  # issue #19: `mailsla ingest`
+
+        ingest = ingest_measure(s)
+        say(f"  ingest        {ingest['lines_per_s']:,.0f} Postfix log lines/s parsed and produced, acks=all "
+            f"({ingest['lines']:,} lines; the parser alone {ingest['parse_lines_per_s']:,.0f} lines/s)")
     finally:
         if started:
             lk.down()
@@ -149,6 +154,7 @@ def run(settings: Settings, events: int, as_json: bool = False) -> int:
         "layouts": runs, "best_eps": best["eps"], "ratio_to_ceiling": best["eps"] / ceiling,
         "ratio_to_faust_noop": best["eps"] / noop, "sink_rows_per_s": sink,
         "state_bytes_per_pending": state["pending"], "state_bytes_per_finished": state["finished"],
+        "ingest_lines_per_s": ingest["lines_per_s"],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_1m": os.getloadavg()[0], "at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }

@@ -1,4 +1,4 @@
-"""The operating commands: `kafka`, `replay`, `generate`, `report`, `accounts`, `maintenance`,
+"""The operating commands: `kafka`, `replay`, `ingest`, `generate`, `report`, `accounts`, `maintenance`,
 `demo`, `bench`.
 
 Each runs once per invocation in the CLI process. Bad input raises UsageError (exit 2) before
@@ -63,6 +63,36 @@ def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
         return 1
     print(json.dumps(stats))
     return 0
+
+
+def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
+    import os
+
+    from pipeline.core.mta import mapping
+    from pipeline.ops import ingest
+    from pipeline.ops.logfollow import Unreadable
+
+    try:
+        cfg = mapping.load(args.config or os.environ.get("MAILSLA_INGEST_CONFIG") or None)
+    except mapping.MappingError as exc:
+        raise UsageError(f"mailsla ingest: {exc}") from None
+    paths = [Path(p) for p in args.logs]
+    for p in paths:
+        if p.is_dir():
+            raise UsageError(f"mailsla ingest: cannot read {p}: is a directory")
+        if not p.parent.is_dir():
+            raise UsageError(f"mailsla ingest: cannot read {p}: no such directory")
+        if args.no_follow and not p.exists():  # following, a log that is not there yet is waited for
+            raise UsageError(f"mailsla ingest: cannot read {p}: no such file")
+        if p.exists() and not os.access(p, os.R_OK):
+            raise UsageError(f"mailsla ingest: cannot read {p}: permission denied")
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise UsageError("mailsla ingest: a log is named twice")
+    try:
+        return ingest.run(s, args.mta, paths, cfg, from_start=args.from_start, follow=not args.no_follow,
+                          host=args.host)
+    except Unreadable as exc:
+        raise UsageError(f"mailsla ingest: cannot read {exc}") from None
 
 
 def cmd_generate(args: argparse.Namespace, s: Settings) -> int:
@@ -172,6 +202,12 @@ def cmd_maintenance(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    if args.mta:
+        from pipeline.ops import mtademo
+
+        if args.messages < 1 or args.pause < 0 or args.duration <= 0:
+            raise UsageError("mailsla demo: --messages must be >= 1, --pause >= 0, --duration > 0")
+        return mtademo.run(s, duration=args.duration, messages=args.messages, pause=args.pause)
     from pipeline.ops.demo import run
 
     return run(s, duration=args.duration, rate=args.rate)

@@ -60,6 +60,17 @@ def summary(settings: Settings, url: str, last: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
+def print_sla(settings: Settings) -> None:
+    """Once everything is in ClickHouse (or after 60 s): the month's verdict, from the worker's API."""
+    procs.wait_for(lambda: asyncio.run(collect(settings))["total_lag"] == 0, 60, 1.0)
+    month = datetime.now(timezone.utc).strftime("%Y-%m")
+    _, rows = api.remote_query(api.find(settings) or "", sla.monthly_sql(settings.database, month),
+                               read_token(settings))
+    target = settings.policy.objective if settings.policy else sla.TARGET
+    print("\n" + sla.render(sla.verdict(month, rows, settings.threshold_ms, target)))
+    print("\nmessages still waiting for queue-ready are not in these counts until their deadline.")
+
+
 def run(settings: Settings, duration: float, rate: float) -> int:
     lk = LocalKafka(settings.data_dir / "kafka")
     started_kafka = not lk.running()
@@ -90,13 +101,7 @@ def run(settings: Settings, duration: float, rate: float) -> int:
         if gen is not None:
             procs.stop(gen, 10)
     try:
-        procs.wait_for(lambda: asyncio.run(collect(settings))["total_lag"] == 0, 60, 1.0)
-        month = datetime.now(timezone.utc).strftime("%Y-%m")
-        _, rows = api.remote_query(api.find(settings) or "", sla.monthly_sql(settings.database, month),
-                                    read_token(settings))
-        target = settings.policy.objective if settings.policy else sla.TARGET
-        print("\n" + sla.render(sla.verdict(month, rows, settings.threshold_ms, target)))
-        print("\nmessages still waiting for queue-ready are not in these counts until their deadline.")
+        print_sla(settings)
     finally:
         procs.stop(worker)
         if started_kafka:

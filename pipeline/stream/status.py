@@ -98,6 +98,35 @@ def processes(settings: Settings) -> list[dict[str, Any]]:
             for s in snapshots(settings)]
 
 
+def ingest_snapshots(settings: Settings) -> list[dict[str, Any]]:
+    """What each `mailsla ingest` process last wrote (every 2 s and at exit): the live ones, else
+    the last report of those that are gone (marked `alive: false`)."""
+    out = []
+    for f in sorted((settings.data_dir / "run").glob("ingest-*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append(dict(doc, alive=pid_alive(int(doc.get("pid", -1)))))
+    return [d for d in out if d["alive"]] or out
+
+
+def ingest_summary(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ingest processes' counters summed: lines, events, skipped and garbled lines per reason."""
+    total: dict[str, Any] = {"processes": len(snaps), "lines": 0, "in_flight": 0,
+                             "events": Counter(), "skipped": Counter(), "garbled": Counter(), "errors": []}
+    for snap in snaps:
+        for log in snap.get("logs", []):
+            total["lines"] += int(log.get("lines", 0))
+            total["in_flight"] += int(log.get("in_flight", 0))
+            for key in ("events", "skipped", "garbled"):
+                total[key].update({k: int(v) for k, v in (log.get(key) or {}).items()})
+            total["errors"] += [f"{log.get('path')}: {e}" for e in (log.get("error"), log.get("lost")) if e]
+        if snap.get("kafka_error"):
+            total["errors"].append(f"kafka: {snap['kafka_error']}")
+    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in total.items()}
+
+
 async def collect(settings: Settings) -> dict[str, Any]:
     s = settings
     input_lag, pending_writes = await lags(s)
@@ -113,4 +142,5 @@ async def collect(settings: Settings) -> dict[str, Any]:
         "counters": counters(s),
         "clock_suspects": clock_suspects(_chosen(s)),
         "processes": processes(s),
+        "ingest": ingest_snapshots(s),
     }
