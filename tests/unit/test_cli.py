@@ -32,6 +32,9 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("availability", "--month", "2026-13"),
     ("availability", "--month", "october"),
     ("availability", "--month", "2026-10", "--account", ""),
+    ("bench", "--repeat", "0"),
+    ("bench", "--events", "1"),
+    ("bench", "--state", "-5"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     proc = run(*args)
