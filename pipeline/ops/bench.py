@@ -1,14 +1,14 @@
 """`make bench`: end-to-end throughput against the no-op agent on the join's own consumer path.
 
 Not a test: it measures and prints. Steps, all in one run on this machine:
-1. produce N events (N/2 messages, one simulated day) to a fresh topic pair (and a copy to a
-   second pair for the pinned scaling runs);
+1. produce N events (N/2 messages, one simulated day) to a fresh topic pair, and the events of
+   the pinned runs (at most PINNED_EVENTS) to one more pair per pinned process;
 2. `--repeat K` rounds, each in this order, every run with a fresh consumer group: the ceiling (a
    bare aiokafka consumer + orjson, pipeline/ops/ceiling.py); the no-op agent on the join's batched
    consumer path and the one on Faust's per-record path (pipeline/stream/noop.py); the pipeline in
-   three layouts until `status` shows everything written (pipeline/ops/benchruns.py);
-3. scaling: 1 and 2 join processes, each pinned to its own core, over their own topics;
-4. the sink alone, with revisions (pipeline/ops/sinkbench.py); the join state on both stores
+   three layouts until `status` shows everything written; 1 and 2 join processes, each pinned to
+   its own core over its own topics (pipeline/ops/benchruns.py);
+3. the sink alone, with revisions (pipeline/ops/sinkbench.py); the join state on both stores
    (pipeline/ops/statebench.py); the t-digest libraries.
 Rounds interleave the figures, so a slow minute of the machine moves all of them, not the ratio.
 Every rate is reported as the median of its K runs with min and max (pipeline/ops/benchresult.py).
@@ -43,6 +43,7 @@ SINK_RUNS = 3  # the sink alone runs at least this many times (seconds each), mo
 SINK_MESSAGES = 100_000  # written twice per run: first verdicts, then revisions
 STATE_MESSAGES = 1_000_000  # join-state memory is measured with this many messages
 PINNED = (1, 2)  # join processes of the scaling runs, one core each (as many as the machine has)
+PINNED_EVENTS = 200_000  # events per pinned process at most: keeps the scaling part to a minute or two a round
 LAYOUTS: dict[str, tuple[list[list[str]], int]] = {  # name -> (processes, join processes among them)
     "in_process_sink": ([["worker"]], 1),
     "separate_sink": ([["worker", "--no-sink"], ["sink"]], 1),
@@ -102,7 +103,9 @@ def pinned_counts() -> tuple[tuple[int, ...], str | None]:
     return ns, None if len(ns) == len(PINNED) else f"{os.cpu_count()} core(s): N > cores not run"
 
 
-def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1) -> int:
+def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1,
+        sink_messages: int = SINK_MESSAGES, state_messages: int = STATE_MESSAGES) -> int:
+    """The whole bench (see the module docstring); 0 when every run finished, 1 when one did not."""
     lk = LocalKafka(settings.data_dir / "kafka")
     started = not lk.running()
     addr = lk.up()
@@ -120,17 +123,20 @@ def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1)
     produce_rate = produced / (time.perf_counter() - t0)
     say(f"  produced      {produced:,} events at {produce_rate:,.0f} ev/s")
     ns, skipped = pinned_counts()
-    pairs = [(s.topic_accepted, s.topic_ready)]
-    if max(ns, default=1) > 1:  # the second pinned process reads its own copy of the same events
-        copy = replace(s, topic_accepted=f"bench-{tag}.b.accepted", topic_ready=f"bench-{tag}.b.queue_ready")
-        _produce(copy, events)
+    pinned_events = min(produced, PINNED_EVENTS)
+    pairs = [(s.topic_accepted, s.topic_ready)] if pinned_events == produced else []
+    while len(pairs) < max(ns, default=0):  # each pinned process reads its own pair: the same events
+        copy = replace(s, topic_accepted=f"bench-{tag}.p{len(pairs)}.accepted",
+                       topic_ready=f"bench-{tag}.p{len(pairs)}.queue_ready")
+        _produce(copy, pinned_events)
         pairs.append((copy.topic_accepted, copy.topic_ready))
     env = procs.child_env(MAILSLA_KAFKA=addr, MAILSLA_TOPIC_TICKS=s.topic_ticks,
                           MAILSLA_TOPIC_DEAD_LETTERS=s.topic_dead_letters, MAILSLA_IDLE_GRACE_S="0")
     m = Measured(events=produced, repeat=repeat, produce_eps=produce_rate, ceiling=[], noop_batched=[],
                  faust_take_events=[], layouts={name: [] for name in LAYOUTS},
                  join_processes={name: jp for name, (_, jp) in LAYOUTS.items()}, sink=[],
-                 sink_messages=SINK_MESSAGES, state={}, pinned={n: [] for n in ns}, pinned_skipped=skipped)
+                 sink_messages=sink_messages, state={}, pinned={n: [] for n in ns}, pinned_skipped=skipped,
+                 pinned_events=pinned_events)
     try:
         for k in range(repeat):
             say(f" round {k + 1} of {repeat}")
@@ -157,7 +163,7 @@ def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1)
                     return 1
                 m.layouts[name].append(r)
             for n in ns:
-                r = benchruns.pinned_run(s, env, pairs[:n], produced, say)
+                r = benchruns.pinned_run(s, env, pairs[:n], pinned_events, say)
                 if r is None:
                     say(f"  {n} pinned join process(es) did not finish within an hour; see {data}")
                     return 1
@@ -165,10 +171,10 @@ def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1)
     finally:
         if started:
             lk.down()
-    m.sink = sinkbench.measure(s, SINK_MESSAGES, max(SINK_RUNS, repeat))
+    m.sink = sinkbench.measure(s, sink_messages, max(SINK_RUNS, repeat))
     # a million messages, as a day of a mid-size provider: the per-partition fixed parts (1,024
     # fingerprint shards, the deadline buckets) spread over 100k messages add ~30 B to the finished figure
-    m.state = statebench.measure(s, STATE_MESSAGES, statebench.STORES, repeat, parallel=os.cpu_count() or 1)
+    m.state = statebench.measure(s, state_messages, statebench.STORES, repeat, parallel=os.cpu_count() or 1)
     m.digests = digest_compare()
     m.machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                  "load_avg_1m": os.getloadavg()[0], "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -40,6 +40,7 @@ class Measured:
     state: dict[str, Any]  # statebench.summarize
     pinned: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # N -> benchruns.pinned_run runs
     pinned_skipped: str | None = None
+    pinned_events: int = 0  # events each pinned process read
     digests: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +70,7 @@ def _scaling(m: Measured, layouts: dict[str, dict[str, Any]]) -> dict[str, Any]:
                           "eps_per_process_max": sp["max"],
                           "eps_total": statistics.median(r["eps_total"] for r in runs), "runs": runs}
     out["pinned"] = pinned
+    out["pinned_events_per_process"] = m.pinned_events
     one = pinned.get("1", {}).get("eps_per_process")
     out["per_process_vs_1"] = {n: ratio(p["eps_per_process"], one) if one else None for n, p in pinned.items()}
     return out
@@ -111,6 +113,10 @@ def _mmm(r: dict[str, Any], key: str, unit: str) -> str:
     return f"{r[key]:,.0f} {unit} (min {r[f'{key}_min']:,.0f}, max {r[f'{key}_max']:,.0f})"
 
 
+def _x(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
 def table(r: dict[str, Any]) -> list[str]:
     """The summary lines the bench prints at its end (medians; min and max when repeated)."""
     k = r["repeat"]
@@ -121,9 +127,8 @@ def table(r: dict[str, Any]) -> list[str]:
     for name, lay in r["layouts"].items():
         out.append(f"  {name:<18} {_mmm(lay | {'repeat': k}, 'eps', 'ev/s')}, "
                    f"{lay['eps_per_join_process']:,.0f} per join process")
-    ratios = (f"  best               {r['best_layout']}: {r['ratio_to_noop']:.2f} of the batched no-op, "
-              f"{r['ratio_to_faust_take_events']:.2f} of take_events, {r['ratio_to_ceiling']:.3f} of the ceiling")
-    out.append(ratios)
+    out.append(f"  best               {r['best_layout']}: {_x(r['ratio_to_noop'], 2)} of the batched no-op, "
+               f"{_x(r['ratio_to_faust_take_events'], 2)} of take_events, {_x(r['ratio_to_ceiling'], 3)} of the ceiling")
     out.append(f"  sink               {_mmm(r, 'sink_rows_per_s', 'rows/s')}  first verdicts "
                f"{r['sink_first_rows_per_s']:,.0f}, revisions {r['sink_revision_rows_per_s']:,.0f} "
                f"({r['sink_messages']:,} messages twice)")
@@ -140,7 +145,7 @@ def table(r: dict[str, Any]) -> list[str]:
         vs = sc["per_process_vs_1"].get(n)
         out.append(f"  pinned, N={n}        {p['eps_per_process']:,.0f} ev/s per process "
                    f"(min {p['eps_per_process_min']:,.0f}, max {p['eps_per_process_max']:,.0f})"
-                   + (f", {vs:.2f} of N=1" if vs is not None and n != "1" else ""))
+                   + (f", {_x(vs, 2)} of N=1" if n != "1" else ""))
     if sc.get("pinned_skipped"):
         out.append(f"  pinned             skipped: {sc['pinned_skipped']}")
     for name, d in r["digests"].items():

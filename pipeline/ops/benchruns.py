@@ -42,8 +42,8 @@ def scoped(s: Settings, env: dict[str, str], name: str, **topics: str) -> tuple[
 def noop_run(s: Settings, env: dict[str, str], produced: int, path: str) -> dict[str, float] | None:
     """One no-op reference agent (pipeline/stream/noop.py, `path`) over the input topics: `eps`
     over the second half of the records (from the record that passed half to the last: the
-    steady rate, past the head start of what was fetched while the app started), and
-    `eps_from_first_record` for comparison."""
+    steady rate, past the head start of what was fetched while the app started; the whole run
+    when one batch held both), and `eps_from_first_record` for comparison."""
     s, env = scoped(s, env, f"noop-{path}")
     out = s.data_dir / "done.json"
     s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,8 +55,11 @@ def noop_run(s: Settings, env: dict[str, str], produced: int, path: str) -> dict
     finally:
         procs.stop(child)
     doc = json.loads(out.read_text())
-    return {"eps": (doc["events"] - doc["half_seen"]) / max(1e-6, doc["last_at"] - doc["half_at"]),
-            "eps_from_first_record": doc["events"] / max(1e-6, doc["last_at"] - doc["first_at"])}
+    whole = doc["events"] / max(1e-6, doc["last_at"] - doc["first_at"])
+    second = doc["events"] - doc["half_seen"]
+    if second <= 0:  # one batch passed half and the end (few events): no second half to time
+        return {"eps": whole, "eps_from_first_record": whole}
+    return {"eps": second / max(1e-6, doc["last_at"] - doc["half_at"]), "eps_from_first_record": whole}
 
 
 def pipeline_run(s: Settings, env: dict[str, str], layout: list[list[str]], produced: int,

@@ -180,9 +180,13 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
     if args.repeat < 1:
         raise UsageError("mailsla bench: --repeat K needs K >= 1")
-    if args.events < 2 or (args.state is not None and args.state < 1):
-        raise UsageError("mailsla bench: --events needs at least 2 (one message), --state N at least 1")
-    if args.state:
+    sizes = {k: v for k, v in (("sink_messages", args.sink_messages), ("state_messages", args.state_messages))
+             if v is not None}
+    state = [] if args.state is None else [args.state]
+    if args.events < 2 or min([*sizes.values(), *state], default=1) < 1:
+        raise UsageError("mailsla bench: --events needs at least 2 (one message); --state, --sink-messages "
+                         "and --state-messages at least 1")
+    if args.state is not None:
         from pipeline.ops.statebench import run as run_state
 
         return run_state(s, args.state, as_json=args.json, repeat=args.repeat)
@@ -192,4 +196,4 @@ def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
         return noop_worker(s, args.noop_worker, args.events, args.noop_path)
     from pipeline.ops.bench import run
 
-    return run(s, events=args.events, as_json=args.json, repeat=args.repeat)
+    return run(s, events=args.events, as_json=args.json, repeat=args.repeat, **sizes)

@@ -179,3 +179,11 @@ def test_the_sink_bench_revises_the_same_messages_at_a_higher_rev() -> None:
     assert all(second[i]["status"] == "late" and second[i]["handling_ms"] >= sinkbench.THRESHOLD_MS
                for i in overdue)
     assert {r["status"] for r in second} <= {"on_time", "late"}
+
+
+def test_the_table_prints_a_ratio_that_measured_nothing_as_a_dash() -> None:
+    m = _measured()
+    m.noop_batched = [{"eps": 0.0, "eps_from_first_record": 0.0}]
+    r = benchresult.result(m)
+    assert r["ratio_to_noop"] is None
+    assert any("- of the batched no-op" in line for line in benchresult.table(r))
