@@ -21,12 +21,15 @@ from typing import Any, Iterator, MutableMapping
 
 import orjson
 
+from pipeline.core.errors import StoreError
+
 BATCH_EVENTS = 1000  # Faust's per-record path, for the bench's take_events reference (stream/noop.py)
 JOIN_BATCH_EVENTS = 5000  # the join: records worked before the batch's outputs are sent
 BATCH_WITHIN_S = 0.2  # take_events: a partial batch is handed over after this long
 RESULTS_RECORD_BYTES = 200_000  # results batch records stay below Kafka's and aiokafka's 1 MB limits
 BATCH_KIND = b"b"  # {"k": "b", "rows": [...]}: several result rows in one record
 _DELETED = None
+_MISSING = object()
 
 
 class StateBuffer(MutableMapping[bytes, bytes]):
@@ -44,7 +47,10 @@ class StateBuffer(MutableMapping[bytes, bytes]):
     def __getitem__(self, key: bytes) -> bytes:
         w = self.writes.get(key)
         if w is None:
-            return self.store[key]
+            value = self.get(key, _MISSING)
+            if value is _MISSING:
+                raise KeyError(key)
+            return value
         if w[1] is _DELETED:
             raise KeyError(key)
         return w[1]
@@ -52,7 +58,10 @@ class StateBuffer(MutableMapping[bytes, bytes]):
     def get(self, key: bytes, default: Any = None) -> Any:  # the hot path: no exception on a miss
         w = self.writes.get(key)
         if w is None:
-            return self.store.get(key, default)
+            try:
+                return self.store.get(key, default)
+            except Exception as exc:  # noqa: BLE001 - a miss is not an exception here: the store failed
+                raise StoreError(f"reading the join state failed: {exc!r}"[:300]) from exc
         return default if w[1] is _DELETED else w[1]
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
@@ -64,22 +73,29 @@ class StateBuffer(MutableMapping[bytes, bytes]):
         self.writes[key] = (self.partition, _DELETED)
 
     def __contains__(self, key: object) -> bool:
-        w = self.writes.get(key)  # type: ignore[arg-type]
-        return key in self.store if w is None else w[1] is not _DELETED
+        if not isinstance(key, bytes):
+            return False
+        w = self.writes.get(key)
+        return self.get(key, _MISSING) is not _MISSING if w is None else w[1] is not _DELETED
 
     def __iter__(self) -> Iterator[bytes]:
-        for key in list(self.store.keys()):
-            if key not in self.writes:
-                yield key
-        for key, (_, value) in list(self.writes.items()):
-            if value is not _DELETED:
-                yield key
+        return (key for key, _ in self.items())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self.items())
 
     def items(self) -> Any:  # type: ignore[override]
-        return [(k, self[k]) for k in self]
+        """Every (key, value): the store's own items, overlaid with the batch's writes. One pass
+        over the store's iterator, never a lookup per key: Faust's RocksDB store answers a lookup
+        from the partition of the current event only (one database per partition), so reading
+        other partitions' keys one by one raises KeyError (issue #18)."""
+        writes = self.writes
+        try:
+            out = [(k, v) for k, v in self.store.items() if k not in writes]
+        except Exception as exc:  # noqa: BLE001 - see StoreError
+            raise StoreError(f"reading the join state failed: {exc!r}"[:300]) from exc
+        out += [(k, v) for k, (_, v) in writes.items() if v is not _DELETED]
+        return out
 
     def take(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
         """The batch's writes by partition, each key once with its final value (None: deleted);

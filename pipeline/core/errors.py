@@ -2,7 +2,7 @@
 
 Raised while a command runs, by the commands (pipeline/*/commands.py) and the CLI's ClickHouse path
 (pipeline/store/reader.py). Pure, no I/O. Exit codes: UsageError and Unreachable 2, OwnerBusy 1,
-LimitHit 3.
+LimitHit 3. StoreError is the join worker's, not a command's: it stops the worker (exit 1).
 """
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ class Unreachable(Exception):
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+
+
+class StoreError(Exception):
+    """The join state's store failed (a read, a write, or the rebuild after an assignment): not a
+    fault of one record, so the join worker stops non-zero for a restart instead of turning record
+    after record into internal-error dead letters while its health check says ok (issue #18)."""
 
 
 class LimitHit(Exception):

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-import weakref
 from typing import Any
 
 import faust
@@ -22,14 +21,16 @@ from faust.types import TP
 from pipeline.core import batching
 from pipeline.stream import batchsend
 from pipeline.stream.faust_internals import fastconsume
-from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_quietly, current_event as _current_event
+from pipeline.stream.faust_internals.consumer import commit_quietly as _commit_quietly
 from pipeline.stream.faust_internals.consumer import aiokafka_producer, keep_read_offsets, put_back_buffered
 from pipeline.stream.faust_internals.sensors import QuietSensors, SendFailures as _SendFailures
 from pipeline.core.config import Settings
+from pipeline.core.errors import StoreError
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
 from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
 from pipeline.stream.status import remove_stale
+from pipeline.stream.tablestate import TableState
 from pipeline.stream.writer import ResultWriter
 
 log = logging.getLogger("mailsla.worker")
@@ -94,8 +95,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     table = app.Table("join-state", default=None, partitions=s.partitions,
                       key_type=bytes, value_type=bytes)
     table.key_serializer = table.value_serializer = "raw"  # before the changelog topic exists
-    state = batching.StateBuffer(table.data)  # reads see the batch's writes; written once per batch
-    runtime = JoinRuntime(settings, state)
+    tstate = TableState(table.data)  # reads see the batch's writes; written once per batch
+    runtime = JoinRuntime(settings, tstate.buffer)
     app.mailsla_runtime = runtime  # type: ignore[attr-defined]
 
     tracker = OffsetTracker()
@@ -166,6 +167,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         dead letter (with the error) and a counted, logged error, never a stopped partition."""
         try:
             return runtime.handle(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        except StoreError:  # not this record's fault: the worker stops (join_loop) for a restart
+            raise
         except Exception as exc:  # noqa: BLE001 - see docstring
             runtime.counters["internal_errors"] += 1
             log.exception("input %s-%d offset %d: internal error; sent to the dead-letter topic",
@@ -194,19 +197,11 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     def _queued(fut: Any, count: int) -> None:
         fut.add_done_callback(lambda f: _persisted(f, count))
 
-    async def send_batch(results_by_p: dict[int, list[bytes]], others: list[Any],
-                         last_event: dict[int, Any]) -> None:
+    async def send_batch(results_by_p: dict[int, list[bytes]], others: list[Any]) -> None:
         """Hand the batch's outputs to the producer: each state key once (its final value), the
         result rows as one record per results partition, dead letters and re-keyed records."""
-        writes = state.take()
+        writes = tstate.flush()  # the store first, synchronously: reads after this see it
         producer = app.producer
-        for p, kvs in writes.items():  # the store first, synchronously: reads after this see it
-            _current_event.set(weakref.ref(last_event[p]))  # the RocksDB store picks its partition from the event
-            for key, value in kvs:
-                if value is None:
-                    table.data.pop(key, None)
-                else:
-                    table.data[key] = value
         aio = aiokafka_producer(app)  # its batch API (pipeline/stream/batchsend.py)
         for p, kvs in writes.items():
             await batchsend.send_records(aio, changelog, p, kvs, _queued)
@@ -223,14 +218,6 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         others.clear()
 
     first_record_at: float | None = None  # for the bench: when this process got its first batch
-
-    class _At:
-        """Stands in for Faust's current event: the RocksDB store takes its partition from it."""
-
-        __slots__ = ("message", "__weakref__")
-
-        def __init__(self, message: Any) -> None:
-            self.message = message
 
     # the input topics' records come in lists, not through the agent's stream (faust_internals/fastconsume.py)
     inbox = fastconsume.install(app.consumer, {s.topic_accepted, s.topic_ready, s.topic_ticks})
@@ -263,7 +250,6 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         nonlocal first_record_at
         results_by_p: dict[int, list[bytes]] = {}
         others: list[Any] = []
-        last_event: dict[int, Any] = {}
         while True:
             batch = await fastconsume.batches(inbox, batching.JOIN_BATCH_EVENTS)
             if first_record_at is None:
@@ -278,7 +264,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                 want = tracker.expected.get(tp)
                 action = tracker.check(tp, msg.offset, time.monotonic())
                 if action == REWIND and want is not None:  # records skipped, or offsets with no record?
-                    await send_batch(results_by_p, others, last_event)  # nothing unsent across an await
+                    await send_batch(results_by_p, others)  # nothing unsent across an await
                     tracker.release()
                     action = await rewind(tp, msg.offset, want)
                     owned = app.consumer.assignment()
@@ -287,9 +273,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                         continue
                 if action != PROCESS:
                     continue
-                at = last_event[msg.partition] = _At(msg)
-                _current_event.set(weakref.ref(at))
-                state.partition = msg.partition
+                tstate.enter(msg.partition)
                 for out in process(msg):
                     if out.kind == "result":
                         results_by_p.setdefault(msg.partition, []).append(out.value)
@@ -297,10 +281,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
                         others.append(out)
                 tracker.done(tp, msg.offset)  # committable once the batch's outputs are sent
                 processed[0] += 1
-            await send_batch(results_by_p, others, last_event)
+            await send_batch(results_by_p, others)
             tracker.release()
-            last_event.clear()
-            _current_event.set(None)
 
     stalled_at: dict[Any, int] = {}
 

@@ -22,6 +22,7 @@ from pipeline.core.dedup import (FP_PREFIX, HOUR_MS, Finished, Fingerprints, con
                                  parse_chunk_key, ticket)
 from pipeline.core.state import decode, encode
 from pipeline.core.config import Settings
+from pipeline.core.errors import StoreError
 from pipeline.core.events import BadEvent, parse_accepted, parse_ready
 from pipeline.stream.kafka import dead_letter, dead_letter_key
 from pipeline.core.watermark import Watermark
@@ -98,6 +99,18 @@ class JoinRuntime:
         return part
 
     def _rebuild(self, wall: float) -> list[Out]:
+        """After an assignment, before the first record: schedules, pending counts and watermarks
+        from the table; open verdicts re-emitted. A failure here is the store's or the stored
+        state's, never the record's: StoreError, and the worker stops for a restart (a rebuild
+        left undone would be retried, and fail, on every record)."""
+        try:
+            return self._rebuild_from_table(wall)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            raise StoreError(f"rebuilding the join state from the table failed: {exc!r}"[:300]) from exc
+
+    def _rebuild_from_table(self, wall: float) -> list[Out]:
         """One pass over the local table: deadlines, pending counts, watermarks; re-emit open verdicts."""
         out: list[Out] = []
         for key, raw in list(self.table.items()):

@@ -96,9 +96,10 @@ PRIVATE_ATTRIBUTES: list[Internal] = [
     Internal("faust.sensors:SensorDelegate", "_sensors", "sensors.QuietSensors",
              "sensor hooks ran several times per record for nothing; only on_send_error is passed on",
              _NOT_DELIVERED),
-    Internal("faust.streams", "_current_event", "consumer.current_event (set by the join loop)",
-             "the RocksDB store takes a table write's partition from the current event; the join loop's "
-             "records do not come through a Faust stream", _NO_ROCKSDB),
+    Internal("faust.streams", "_current_event", "consumer.in_partition (stream/tablestate.py, per record and batch)",
+             "the RocksDB store answers a table read or write from the partition of the current event (one "
+             "database per partition); the join loop's records do not come through a Faust stream",
+             "tests/unit/test_tablestate.py"),
     Internal("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "consumer.aiokafka_producer",
              "Producer.send costs a future, a metadata check and a delivery callback per record (~30% of "
              "the join process in py-spy): the changelog goes to aiokafka's batch API (BatchBuilder, "

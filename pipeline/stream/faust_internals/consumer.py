@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -18,9 +19,41 @@ from faust.streams import _current_event
 
 log = logging.getLogger("mailsla.worker")
 
-# Faust's "current event" context variable: the RocksDB store takes the partition of a table write
-# from it. The join loop sets it for records that did not come through a Faust stream.
+# Faust's "current event" context variable: the RocksDB store takes the partition of a table read
+# or write from it (`event.message.partition`; one database per partition). The join loop's records
+# do not come through a Faust stream, so it says the partition itself (`in_partition`).
 current_event = _current_event
+
+
+class _PartitionMessage:
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class _PartitionEvent:
+    """Stands in for Faust's current event: all the stores read of it is `.message.partition`."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _PartitionMessage(partition)
+
+
+_EVENTS: dict[int, _PartitionEvent] = {}  # one per partition, alive for good (the variable holds a weakref)
+
+
+def in_partition(partition: int | None) -> None:
+    """Table reads and writes from here on are of `partition` (None: of no partition, so Faust's
+    RocksDB store searches every database it has open)."""
+    if partition is None:
+        _current_event.set(None)
+        return
+    event = _EVENTS.get(partition)
+    if event is None:
+        event = _EVENTS[partition] = _PartitionEvent(partition)
+    _current_event.set(weakref.ref(event))
 
 
 class _ReadOffsets(defaultdict):
