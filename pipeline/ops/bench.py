@@ -151,7 +151,7 @@ def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1,
             for path, into in (("batched", m.noop_batched), ("take_events", m.faust_take_events)):
                 noop = benchruns.noop_run(s, env, produced, path)
                 if noop is None:
-                    say(f"  the no-op agent ({path}) did not finish within 10 minutes; see {data}")
+                    say(f"  the no-op agent ({path}) did not finish (10 minutes at most); see {data}")
                     return 1
                 into.append(noop)
                 say(f"  no-op {path:<11} {noop['eps']:,.0f} ev/s over the second half "
@@ -159,13 +159,13 @@ def run(settings: Settings, events: int, as_json: bool = False, repeat: int = 1,
             for name, (layout, _) in LAYOUTS.items():
                 r = benchruns.pipeline_run(s, env, layout, produced, name, say)
                 if r is None:
-                    say(f"  pipeline {name} did not finish within an hour; see {data}")
+                    say(f"  pipeline {name} did not finish; see {data}")
                     return 1
                 m.layouts[name].append(r)
             for n in ns:
                 r = benchruns.pinned_run(s, env, pairs[:n], pinned_events, say)
                 if r is None:
-                    say(f"  {n} pinned join process(es) did not finish within an hour; see {data}")
+                    say(f"  {n} pinned join process(es) did not finish; see {data}")
                     return 1
                 m.pinned[n].append(r)
     finally:

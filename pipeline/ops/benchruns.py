@@ -6,7 +6,8 @@ events. Every run gets a fresh consumer group, data directory and results topic 
 reads the input topics from the start and writes into its own engine. Each rate runs from the
 first record a process read to the last thing done, so process start (seconds, and not what a
 running worker pays) stays out of it; the time with start is kept beside it. A run that does not
-finish in time returns None: the bench says where the logs are and exits 1.
+finish in time (or whose process exits first) returns None: the bench says where the logs are
+and exits 1.
 """
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from pipeline.stream.kafka import group_lag
 from pipeline.stream.status import collect, processes, snapshots
 
 NOOP_TIMEOUT_S = 600
-RUN_TIMEOUT_S = 3600
+MIN_RUN_S, MIN_EPS = 300.0, 200.0  # a run slower than 200 ev/s (after 5 minutes at least) is stuck, not slow
+
+
+def run_timeout_s(events: int) -> float:
+    return max(MIN_RUN_S, events / MIN_EPS)
 
 
 def scoped(s: Settings, env: dict[str, str], name: str, **topics: str) -> tuple[Settings, dict[str, str]]:
@@ -50,10 +55,12 @@ def noop_run(s: Settings, env: dict[str, str], produced: int, path: str) -> dict
     child = procs.spawn(["bench", "--noop-worker", str(out), "--noop-path", path, "--events", str(produced)],
                         env, s.data_dir / "noop.log")
     try:
-        if not procs.wait_for(out.exists, NOOP_TIMEOUT_S, 0.2):
+        if not procs.wait_for(lambda: out.exists() or child.poll() is not None, NOOP_TIMEOUT_S, 0.2):
             return None
     finally:
         procs.stop(child)
+    if not out.exists():  # the agent exited before it had read everything: its log says why
+        return None
     doc = json.loads(out.read_text())
     whole = doc["events"] / max(1e-6, doc["last_at"] - doc["first_at"])
     second = doc["events"] - doc["half_seen"]
@@ -75,7 +82,10 @@ def pipeline_run(s: Settings, env: dict[str, str], layout: list[list[str]], prod
     try:
         procs.wait_for(lambda: api.find(s) is not None, 120)
         started = time.perf_counter() - t0
-        if not procs.wait_for(lambda: _idle(s), RUN_TIMEOUT_S, 0.3):
+        if not procs.wait_for(lambda: _idle(s), run_timeout_s(produced), 0.3):
+            st = asyncio.run(collect(s))
+            say(f"  {name}: not done after {run_timeout_s(produced):.0f}s: input lag {st['input_lag']}, "
+                f"pending writes {st['pending_writes']}, processed {sum(p.get('processed', 0) for p in snapshots(s))}")
             return None
         elapsed = time.perf_counter() - t0
         done_at = time.time()
@@ -109,8 +119,10 @@ def pinned_run(s: Settings, env: dict[str, str], topic_pairs: list[tuple[str, st
                 for i, (rs, e) in enumerate(runs)]
     done: dict[int, float] = {}
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        deadline = time.monotonic() + run_timeout_s(produced)
         while len(done) < len(runs) and time.monotonic() < deadline:
+            if any(c.poll() is not None for c in children):  # one exited before the end: see its log
+                return None
             for i, (rs, _) in enumerate(runs):
                 if i not in done and _input_lag(rs) == 0 and snapshots(rs):
                     done[i] = time.time()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -226,7 +227,7 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 def run(settings: Settings, n: int, as_json: bool = False, repeat: int = 1) -> int:
     """`bench --state N [--repeat K] [--json]`: both stores; the table (to stderr with --json)."""
-    result = measure(settings, n, STORES, repeat)
+    result = measure(settings, n, STORES, repeat, parallel=os.cpu_count() or 1)
     for line in lines(result):
         print(line, file=sys.stderr if as_json else sys.stdout)
     out = settings.data_dir / "bench" / f"state-{n}.json"
