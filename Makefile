@@ -60,8 +60,8 @@ test-unit: $(STAMP) ## unit tests only (fast, no Kafka)
 test-integration: $(STAMP) install-browser install-mta ## integration tests only
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP) ## end-to-end events/s vs the raw aiokafka ceiling (EVENTS=1000000)
-	$(BIN)/mailsla bench --events $${EVENTS:-1000000}
+bench: $(STAMP) ## events/s, sink rows/s, state: medians of REPEAT runs (EVENTS=1000000 REPEAT=1)
+	$(BIN)/mailsla bench --events $${EVENTS:-1000000} --repeat $${REPEAT:-1}
 
 kafka-up: $(STAMP) ## start the local Kafka broker (background)
 	$(BIN)/mailsla kafka up

@@ -154,9 +154,16 @@ def build_parser() -> Parser:
 
     b = sub.add_parser("bench", help="end-to-end events/s against the raw aiokafka ceiling")
     b.add_argument("--events", type=int, default=1_000_000)
+    b.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="run every figure K times; report the median with min and max (default 1)")
+    b.add_argument("--sink-messages", type=int, metavar="N",
+                   help="messages the sink-alone runs write twice (first verdicts, revisions; default 100000)")
+    b.add_argument("--state-messages", type=int, metavar="N",
+                   help="messages of the join-state runs (default 1000000)")
     b.add_argument("--state", type=int, metavar="N", help="instead: join-state memory with N messages in flight")
     b.add_argument("--json", action="store_true", help="print one JSON object (the table goes to stderr)")
     b.add_argument("--noop-worker", metavar="PATH", help=argparse.SUPPRESS)  # the bench's own child process
+    b.add_argument("--noop-path", default="batched", help=argparse.SUPPRESS)  # which no-op agent it runs
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -3,9 +3,10 @@
 Per record, Faust's own paths cost more than the join: a table write sends one
 changelog record, a `topic.send` another, each through Faust's producer
 machinery (~250 us and ~290 us measured here, against ~46 us for the join
-itself). So the agent takes up to `BATCH_EVENTS` records at a time
-(`stream.take_events`), runs `JoinRuntime.handle` on each (the per-record logic
-stays there, unchanged), and at the batch's end:
+itself). So the join gets each fetch of its input topics as one list (the
+batched drain, `pipeline/stream/faust_internals/fastconsume.py`), takes what is
+queued up to about `JOIN_BATCH_EVENTS` records, runs `JoinRuntime.handle` on
+each (the per-record logic stays there, unchanged), and at the batch's end:
 
 - writes each state key once, with its final value (`StateBuffer`): a message
   accepted and ready in the same batch costs one changelog record, not two;
@@ -22,9 +23,9 @@ import orjson
 
 from pipeline.core.errors import StoreError
 
-BATCH_EVENTS = 1000  # records per batch (the no-op reference agent: take_events max_)
+BATCH_EVENTS = 1000  # Faust's per-record path, for the bench's take_events reference (stream/noop.py)
 JOIN_BATCH_EVENTS = 5000  # the join: records worked before the batch's outputs are sent
-BATCH_WITHIN_S = 0.2  # a partial batch is worked after this long (live mode latency)
+BATCH_WITHIN_S = 0.2  # take_events: a partial batch is handed over after this long
 RESULTS_RECORD_BYTES = 200_000  # results batch records stay below Kafka's and aiokafka's 1 MB limits
 BATCH_KIND = b"b"  # {"k": "b", "rows": [...]}: several result rows in one record
 _DELETED = None

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from typing import Any, Callable, Sequence
 
 from pipeline.core import faults as fault_core
+from pipeline.core import rates
 from pipeline.core import sla
 from pipeline.core.config import Settings
 from pipeline.core.events import CLASSES, format_ts
@@ -135,16 +136,13 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     return snap
 
 
-RATE_WINDOW_S = 30.0
+RATE_WINDOW_S = rates.WINDOW_S
 
 
 def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float]:
-    """Per second over the last RATE_WINDOW_S seconds, from the workers' counters.
-
-    The counters come from status files the workers rewrite every 2 s, so the change between
-    two snapshots 2 s apart jumps between 0 and a double step: the rate is taken over the
-    samples of the last 30 s instead (kept in `snap["rate_samples"]`, [at, events, verdicts]).
-    A counter that went down (a worker restarted) starts the window again."""
+    """Per second over the last RATE_WINDOW_S seconds, from the workers' counters
+    (`pipeline.core.rates.windowed`; the samples are kept in `snap["rate_samples"]`, [at, events,
+    verdicts])."""
     def events(s: dict[str, Any]) -> int:
         c = s.get("counters", {})
         return int(c.get("events_accepted", 0) + c.get("events_ready", 0))
@@ -152,17 +150,10 @@ def _rates(snap: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, float
     def verdicts(s: dict[str, Any]) -> int:
         return int(sum(n for k, n in s.get("counters", {}).items() if k.startswith("verdict_")))
 
-    now = [snap["at"], events(snap), verdicts(snap)]
-    samples = [x for x in (prev or {}).get("rate_samples", []) if 0 < now[0] - x[0] <= RATE_WINDOW_S]
-    if samples and (now[1] < samples[-1][1] or now[2] < samples[-1][2]):
-        samples = []
-    samples.append(now)
+    samples, (ev, ve) = rates.windowed((prev or {}).get("rate_samples", []),
+                                       [snap["at"], events(snap), verdicts(snap)], RATE_WINDOW_S)
     snap["rate_samples"] = samples
-    first = samples[0]
-    dt = now[0] - first[0]
-    if dt <= 0:
-        return {"events_per_s": 0.0, "verdicts_per_s": 0.0}
-    return {"events_per_s": (now[1] - first[1]) / dt, "verdicts_per_s": (now[2] - first[2]) / dt}
+    return {"events_per_s": ev, "verdicts_per_s": ve}
 
 
 def oldest_pending_age(workers: list[dict[str, Any]], now: int) -> dict[str, int | None]:

@@ -214,14 +214,22 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, s: Settings) -> int:
-    if args.state:
+    if args.repeat < 1:
+        raise UsageError("mailsla bench: --repeat K needs K >= 1")
+    sizes = {k: v for k, v in (("sink_messages", args.sink_messages), ("state_messages", args.state_messages))
+             if v is not None}
+    state = [] if args.state is None else [args.state]
+    if args.events < 2 or min([*sizes.values(), *state], default=1) < 1:
+        raise UsageError("mailsla bench: --events needs at least 2 (one message); --state, --sink-messages "
+                         "and --state-messages at least 1")
+    if args.state is not None:
         from pipeline.ops.statebench import run as run_state
 
-        return run_state(s, args.state)
+        return run_state(s, args.state, as_json=args.json, repeat=args.repeat)
     if args.noop_worker:
         from pipeline.ops.bench import noop_worker
 
-        return noop_worker(s, args.noop_worker, args.events)
+        return noop_worker(s, args.noop_worker, args.events, args.noop_path)
     from pipeline.ops.bench import run
 
-    return run(s, events=args.events, as_json=args.json)
+    return run(s, events=args.events, as_json=args.json, repeat=args.repeat, **sizes)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from pipeline.store import api
 from pipeline.ops import procs
-from pipeline.core import sla
+from pipeline.core import rates, sla
 from pipeline.core.config import Settings
 from pipeline.store.guard import read_token
 from pipeline.ops.localkafka import LocalKafka
@@ -37,17 +37,24 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms / 60_000:.1f}min"
 
 
-def summary(settings: Settings, url: str, last: dict[str, float]) -> str:
+def smoothed_rate(samples: list[list[float]], at: float, events: int) -> tuple[list[list[float]], float]:
+    """Events/s over the last `rates.WINDOW_S` seconds, as the live page shows it: the worker's
+    counters move every 2 s and the line prints every 5 s, so the change between two lines
+    alternated between 0 and a burst. Returns the samples to keep for the next line."""
+    if at <= 0:  # no worker has reported yet
+        return samples, 0.0
+    kept, (rate,) = rates.windowed(samples, [at, events])
+    return kept, rate
+
+
+def summary(settings: Settings, url: str, samples: list[list[float]]) -> str:
+    """One terminal line; `samples` (the rate's window) is updated in place."""
     snaps = live_snapshots(settings)
     events = sum(s["counters"].get("events_accepted", 0) + s["counters"].get("events_ready", 0) for s in snaps)
     pending = sum(s.get("pending_messages", 0) for s in snaps)
     at = max((s.get("at", 0.0) for s in snaps), default=0.0)  # when the worker wrote its counters
-    if at > last.get("at", 0.0):
-        if "at" in last:
-            last["rate"] = (events - last["events"]) / (at - last["at"])
-        last.update(events=events, at=at)
-    rate = last.get("rate", 0.0)
-    parts = [f"{datetime.now(timezone.utc):%H:%M:%S}", f"{rate:7.0f} ev/s",
+    samples[:], rate = smoothed_rate(samples, at, events)
+    parts = [f"{datetime.now(timezone.utc):%H:%M:%S}", f"{rate:7.0f} ev/s ({rates.WINDOW_S:.0f}s)",
              f"pending {pending:6d}"]
     try:
         _, rows = api.remote_query(url, SUMMARY_SQL.format(db=settings.database), read_token(settings), timeout=10)
@@ -91,10 +98,10 @@ def run(settings: Settings, duration: float, rate: float) -> int:
               f"`.venv/bin/mailsla top` in a terminal)")
         print(f"generator   {rate:.0f} messages/s for {duration:.0f}s (Ctrl-C stops early)\n")
         gen = procs.spawn(["generate", "--rate", str(rate), "--duration", str(duration)], env, None)
-        last: dict[str, float] = {}
+        samples: list[list[float]] = []
         while gen.poll() is None:
             time.sleep(5)
-            print(summary(settings, url, last), flush=True)  # type: ignore[arg-type]
+            print(summary(settings, url, samples), flush=True)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         print("\ninterrupted: stopping")
     finally:

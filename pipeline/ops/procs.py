@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen:
+def spawn(args: list[str], env: dict[str, str], log: Path | None, cpus: str | None = None) -> subprocess.Popen:
+    """`mailsla ARGS` as a child; `cpus` (a taskset list, e.g. "0") pins it and its threads there
+    (taskset execs the command: the child's pid is the command's)."""
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=out,
+    pin = ["taskset", "-c", cpus] if cpus is not None else []
+    return subprocess.Popen([*pin, sys.executable, "-m", "pipeline", *args], env=env, stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -84,6 +85,7 @@ class ProduceFailed(Exception):
 
 
 STOP_TIMEOUT_S = 10.0  # closing the producer flushes; with the broker gone that would take its request timeout
+SEND_EVERY_S = 0.2  # a paced source's records go out at least this often (see produce_all)
 
 
 async def produce_all(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes]],
@@ -105,14 +107,18 @@ async def produce_all(settings: Settings, records: Iterable[tuple[str, bytes | N
         await prod.start()
         with progress(total, label) as bar:
             task = bar.add_task(label, total=total)
+            waited = time.monotonic()
             for topic, key, value in records:
                 futures.append(await prod.send(topic, value, key=key))
                 sent += 1
-                if len(futures) >= 5000:
+                # the producer sends only while this loop waits: a paced source (generate's live
+                # mode sleeps between events) would otherwise go out in bursts of 5,000
+                if len(futures) >= 5000 or time.monotonic() - waited > SEND_EVERY_S:
                     await asyncio.gather(*futures)
                     bar.update(task, advance=len(futures))
                     acked += len(futures)
                     futures = []
+                    waited = time.monotonic()
             await asyncio.gather(*futures)
             bar.update(task, advance=len(futures))
             acked += len(futures)

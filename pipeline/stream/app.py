@@ -53,7 +53,8 @@ def _offsets(tracker: OffsetTracker, probe: OffsetProbe) -> dict[str, Any]:
 
 
 def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
-    """The Faust app with this project's settings (the join worker's, and the bench's no-op agent's)."""
+    """The Faust app with this project's settings (the join worker's, and the bench's no-op agents',
+pipeline/stream/noop.py)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     session = settings.session_timeout_s  # 0: Faust's defaults (60 s session, 3 s heartbeat)
     timeouts = ({"broker_session_timeout": session, "broker_heartbeat_interval": session / 3}
@@ -81,27 +82,6 @@ def make_app(settings: Settings, app_id: str | None = None) -> faust.App:
         **timeouts,
     )
     app.sensors = QuietSensors(app)
-    return app
-
-
-def noop_app(settings: Settings, events: int, out: Any) -> faust.App:
-    """The bench's reference: an agent that reads the input topics in batches, as the join agent
-    does, with the same app settings, and does nothing. Writes the first and last record's time
-    to `out` (a path) once `events` records were read, then stops the worker."""
-    app = make_app(settings, app_id=f"{settings.app_id}-noop")
-    source = app.topic(settings.topic_accepted, settings.topic_ready, acks=False,
-                       partitions=settings.partitions, key_serializer="raw", value_serializer="raw")
-
-    @app.agent(source, name="noop")
-    async def noop(stream: Any) -> None:
-        seen, first = 0, None
-        async for events in stream.take_events(batching.BATCH_EVENTS, within=batching.BATCH_WITHIN_S):
-            first = first or time.time()
-            seen += len(events)
-            if seen >= events_total and not out.exists():
-                out.write_text(json.dumps({"first_at": first, "last_at": time.time(), "events": seen}))
-
-    events_total = events
     return app
 
 

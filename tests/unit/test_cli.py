@@ -32,6 +32,11 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("availability", "--month", "2026-13"),
     ("availability", "--month", "october"),
     ("availability", "--month", "2026-10", "--account", ""),
+    ("bench", "--repeat", "0"),
+    ("bench", "--events", "1"),
+    ("bench", "--state", "-5"),
+    ("bench", "--state", "0"),
+    ("bench", "--sink-messages", "0"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     proc = run(*args)
