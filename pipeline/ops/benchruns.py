@@ -64,7 +64,7 @@ def noop_run(s: Settings, env: dict[str, str], produced: int, path: str) -> dict
     doc = json.loads(out.read_text())
     whole = doc["events"] / max(1e-6, doc["last_at"] - doc["first_at"])
     second = doc["events"] - doc["half_seen"]
-    if second <= 0:  # one batch passed half and the end (few events): no second half to time
+    if second <= 0 or doc["last_at"] <= doc["half_at"]:  # one batch passed half and the end (few events): no second half to time
         return {"eps": whole, "eps_from_first_record": whole}
     return {"eps": second / max(1e-6, doc["last_at"] - doc["half_at"]), "eps_from_first_record": whole}
 

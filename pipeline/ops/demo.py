@@ -101,7 +101,7 @@ def run(settings: Settings, duration: float, rate: float) -> int:
         samples: list[list[float]] = []
         while gen.poll() is None:
             time.sleep(5)
-            print(summary(settings, url, samples), flush=True)  # type: ignore[arg-type]
+            print(summary(settings, url, samples), flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping")
     finally:

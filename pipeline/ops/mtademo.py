@@ -82,7 +82,8 @@ def run(settings: Settings, duration: float, messages: int, pause: float) -> int
 
 def _traffic(settings: Settings, lab: object, url: str, duration: float, messages: int, pause: float) -> None:
     """Bursts of smtp-source every second; the queue manager stopped for `pause` s at a third."""
-    start, sent, paused_at, last = time.monotonic(), 0, None, {}  # type: ignore[var-annotated]
+    start, sent, paused_at = time.monotonic(), 0, None
+    last: list[list[float]] = []  # the rate's window of samples (demo.summary)
     per_s = max(1, round(messages / max(1.0, duration)))
     next_print = start + 5
     while sent < messages:

@@ -299,6 +299,25 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             tracker.release()
 
     stalled_at: dict[Any, int] = {}
+    refetched_at: dict[Any, float] = {}
+
+    async def refetch_stalled(tp: Any, want: int) -> None:
+        """No progress for 5 s, yet Kafka holds records at `want` and beyond: none of them is on
+        its way (they all came while the start offset was unknown, or a seek did not take), and
+        no later record will arrive to show the hole. Seek back to `want`."""
+        try:
+            end = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not assigned any more: nothing to fetch here
+            return
+        if end is None or end <= want or tp not in app.consumer.assignment():
+            return
+        if time.monotonic() - refetched_at.get(tp, -1e9) < 30.0:  # a refetch draining a full buffer
+            return
+        refetched_at[tp] = time.monotonic()
+        log.warning("input %s-%d: no progress at offset %d for 5 s with the log end at %d; seeking back",
+                    tp.topic, tp.partition, want, end)
+        tracker.rewinds += 1
+        await app.consumer.seek(tp, want)
 
     @app.timer(interval=5.0)
     async def pass_trailing_markers() -> None:
@@ -306,8 +325,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         a transaction's commit marker after its last record is never delivered, so without this the
         input lag stays above zero for good. Ask Kafka; go past such offsets only on its answer."""
         for tp, want in list(tracker.expected.items()):
-            if stalled_at.get(tp) == want:
-                await pass_absent(tp, want, 1.0)
+            if stalled_at.get(tp) == want and not await pass_absent(tp, want, 1.0):
+                await refetch_stalled(tp, want)
         stalled_at.clear()
         stalled_at.update(tracker.expected)
 

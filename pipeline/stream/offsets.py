@@ -39,6 +39,9 @@ class OffsetTracker:
     skipped: int = 0
     absent: int = 0  # offsets with no record in Kafka (retention, compaction, markers): counted, not waited for
     held: dict[Hashable, int] | None = None  # while a batch's outputs are unsent: what may be committed
+    # partitions processed before their start was known (records flow while `assign`'s caller
+    # still asks Kafka for the committed offsets): the first offset processed of each
+    trusted_from: dict[Hashable, int] = field(default_factory=dict)
 
     def hold(self) -> None:
         """A batch starts: records marked `done` from now on are committed only after `release`
@@ -51,12 +54,22 @@ class OffsetTracker:
         self.held = None
 
     def assign(self, start: dict[Hashable, int]) -> None:
-        """Partitions (re)assigned: `start` is each one's committed (or first) offset."""
-        self.expected = dict(start)
+        """Partitions (re)assigned: `start` is each one's committed (or first) offset. Records that
+        arrived while the caller was still asking for `start` were processed on trust: when they
+        began at or below `start` they covered it, and the next expected offset stands (re-reads
+        below `start` are harmless: the join is idempotent per record); when they began above it,
+        records were skipped, so `start` is expected and the caller seeks back to it. Resetting
+        to `start` regardless left a partition whose records had all arrived waiting for good."""
+        expected = {}
+        for tp, o in start.items():
+            first, now = self.trusted_from.get(tp), self.expected.get(tp)
+            expected[tp] = max(o, now) if first is not None and now is not None and first <= o else o
+        self.expected = expected
         self.committed = dict(start)
+        self.trusted_from.clear()
         self.rewinding.clear()
         if self.held is not None:
-            self.held = dict(start)
+            self.held = {tp: min(o, self.held.get(tp, o)) for tp, o in start.items()}
 
     def check(self, tp: Hashable, offset: int, now: float) -> str:
         """What to do with the record at `offset` of `tp`. Changes nothing for PROCESS: the caller
@@ -76,6 +89,8 @@ class OffsetTracker:
 
     def done(self, tp: Hashable, offset: int) -> None:
         """The record at `offset` is processed and its outputs sent: it may be committed."""
+        if tp not in self.expected:
+            self.trusted_from[tp] = offset
         self.expected[tp] = offset + 1
         self.rewinding.pop(tp, None)
 
@@ -102,5 +117,6 @@ class OffsetTracker:
             self.expected.pop(tp, None)
             self.committed.pop(tp, None)
             self.rewinding.pop(tp, None)
+            self.trusted_from.pop(tp, None)
             if self.held is not None:
                 self.held.pop(tp, None)

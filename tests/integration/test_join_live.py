@@ -134,6 +134,7 @@ def test_a_second_worker_joining_mid_replay_rebalances_without_loss_or_double_co
     traffic = tmp_path / "traffic.jsonl"
     pipeline.cli("generate", "--rate", "20", "--duration", "1200", "--seed", "4",
                  "--start", "2026-10-31T23:50:00Z", "--out", str(traffic))
+    chunks = _chunks(traffic, tmp_path, 12)  # replayed in order, a chunk at a time: records keep coming
     pipeline.start_worker("--no-sink")
     sink = pipeline.root / "sink.log"
     pipeline.logs.append(sink)
@@ -141,20 +142,47 @@ def test_a_second_worker_joining_mid_replay_rebalances_without_loss_or_double_co
     import sys
     pipeline.workers.append(subprocess.Popen([sys.executable, "-m", "pipeline", "sink"], env=pipeline.env,
                                              stdout=open(sink, "wb"), stderr=subprocess.STDOUT))
-    pipeline.cli("replay", str(traffic))
+    for chunk in chunks[:4]:
+        pipeline.cli("replay", str(chunk))
     first = _join_status(pipeline, pipeline.workers[0].pid)
     deadline = time.monotonic() + 120
     while first().get("processed", 0) < 2000:  # the first worker is under way ...
         assert time.monotonic() < deadline, pipeline.log_tails()
         time.sleep(0.2)
     second = pipeline.start_worker("--no-sink")  # ... when the second joins the group
-    unread = pipeline.json("status", "--json")["input_lag"]
+    mine = _join_status(pipeline, second.pid)
+    middle, last = chunks[4:-3], chunks[-3:]
+    for chunk in middle:  # records go on arriving while the group rebalances ...
+        if mine().get("partitions"):
+            break
+        pipeline.cli("replay", str(chunk))
+        middle = middle[1:]
+        time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while not mine().get("partitions"):
+        assert time.monotonic() < deadline, pipeline.log_tails()
+        time.sleep(0.2)
+    for chunk in middle + last:  # ... and after it, to both workers
+        pipeline.cli("replay", str(chunk))
     pipeline.wait_idle(timeout=300)
     _assert_exact(pipeline, traffic)
-    # the premise: the group rebalanced while records were still unread, and both workers worked
-    done = _join_status(pipeline, second.pid)()
-    assert unread > 0 and first()["assignments"] >= 2, (unread, first())
+    # the premise: the first worker worked before the rebalance and kept some partitions after it,
+    # the second took the others and worked on records produced after it had them
+    done = mine()
+    assert first()["assignments"] >= 2 and 0 < len(first()["partitions"]) < 4, first()
     assert done["processed"] > 0 and 0 < len(done["partitions"]) < 4, done
+
+
+def _chunks(traffic: Path, tmp_path: Path, n: int) -> list[Path]:
+    """`traffic` split into `n` files of consecutive lines (its order kept)."""
+    lines = traffic.read_bytes().splitlines(keepends=True)
+    size = -(-len(lines) // n)
+    out = []
+    for i in range(n):
+        path = tmp_path / f"chunk-{i:02d}.jsonl"
+        path.write_bytes(b"".join(lines[i * size:(i + 1) * size]))
+        out.append(path)
+    return out
 
 
 def _join_status(pipeline, pid: int):

@@ -87,3 +87,31 @@ def test_a_probe_answer_below_the_expected_offset_changes_nothing() -> None:
     t.skip_absent(TP, 5)
     t.skip_absent(TP, 3)
     assert t.expected == {TP: 5} and t.absent == 0
+
+
+def test_records_processed_while_the_start_was_asked_for_stand_when_they_began_at_it() -> None:
+    t = OffsetTracker()  # a rebalance: records flow while the committed offsets are still being read
+    assert feed(t, range(0, 500)) == [PROCESS] * 500
+    t.assign({TP: 0})
+    assert t.check(TP, 500, 0.0) == PROCESS  # not a hole: 0..499 were processed
+    t.done(TP, 500)
+    assert t.to_commit() == {TP: 501}
+
+
+def test_a_partition_whose_records_all_came_before_its_start_was_known_is_not_left_waiting() -> None:
+    t = OffsetTracker()  # a finished replay: nothing more arrives to show the partition is done
+    feed(t, range(10, 20))
+    t.assign({TP: 5})  # redelivered from below the commit: 10 > 5 means 5..9 were never processed
+    assert t.expected[TP] == 5 and t.check(TP, 20, 0.0) == REWIND
+    t2 = OffsetTracker()
+    feed(t2, range(3, 20))  # began below the committed offset: re-reads, harmless
+    t2.assign({TP: 5})
+    assert t2.expected[TP] == 20 and t2.to_commit() == {TP: 20}
+
+
+def test_trust_is_forgotten_on_revoke() -> None:
+    t = OffsetTracker()
+    feed(t, range(0, 5))
+    t.revoke({TP})
+    t.assign({TP: 0})
+    assert t.expected[TP] == 0
