@@ -29,7 +29,8 @@ from pipeline.core.config import Settings
 from pipeline.core.errors import StoreError, first_line
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
-from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
+from pipeline.stream.kafka import (OffsetProbe, PartitionsChanged, broker_credentials, committed_offsets, dead_letter,
+                                   partitions_changed)
 from pipeline.stream.status import remove_stale
 from pipeline.stream.tablestate import TableState
 from pipeline.stream.writer import ResultWriter
@@ -79,6 +80,8 @@ pipeline/stream/noop.py)."""
         broker_commit_every=5000,
         broker_commit_interval=1.0,
         table_cleanup_interval=3600.0,
+        # partitions added to an input show within 30 s (not aiokafka's 5 min) and the join stops
+        consumer_metadata_max_age_ms=30_000,
         **timeouts,
     )
     app.sensors = QuietSensors(app)
@@ -256,6 +259,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             await app.crash(exc)
             raise
 
+    nparts = s.partitions
+
     async def _join_batches() -> None:
         """Works batches of input records of the partitions this worker owns; each partition's
         records in offset order. An input offset may be committed only once the outputs of its
@@ -273,6 +278,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             tracker.hold()
             for msg in batch:
                 tp = msg.tp
+                if msg.partition >= nparts:  # the topic grew: join nothing there; `refuse` stops the worker
+                    failure[0] = failure[0] or partitions_changed(s, {tp.topic: msg.partition + 1}, at_least=True)
+                    continue
                 if tp not in owned:
                     continue  # revoked since it was fetched: the next owner processes it
                 want = tracker.expected.get(tp)
@@ -361,8 +369,22 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             log.warning("commit at revoke failed: %s", exc)
         tracker.revoke(set(revoked))
 
+    @app.timer(interval=1.0)
+    async def refuse() -> None:
+        """An input grew (seen at assignment or on a record of a new partition): stop the worker,
+        once no rebalance is under way (a crash during one hung it for good)."""
+        if failure[0] and "partition count" in failure[0] and not app.rebalancing:
+            log.critical("%s; stopping the worker", failure[0])
+            await write_status()
+            await app.crash(PartitionsChanged(failure[0]))
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        grown = {tp.topic: tp.partition + 1 for tp in assigned
+                 if tp.topic in (s.topic_accepted, s.topic_ready, s.topic_ticks) and tp.partition >= s.partitions}
+        if grown:  # partitions added to an input mid-stream: refuse at once, read nothing of them
+            failure[0] = partitions_changed(s, grown, at_least=True)
+            return
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_accepted}
         rebalances.update(count=rebalances["count"] + 1, partitions=sorted(mine))
         runtime.reset(mine)
@@ -392,9 +414,9 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
 
     status_path = s.data_dir / "run" / f"join-{os.getpid()}.json"
 
-    @app.timer(interval=2.0)
     async def write_status() -> None:
-        """The CLI's `status` reads pending messages from here."""
+        """The CLI's `status` reads pending messages from here. Called by `status_timer` and before
+        a stop (a function under @app.timer is its endless timer loop: never await one)."""
         status_path.parent.mkdir(parents=True, exist_ok=True)
         snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
                                      "processed": processed[0], "first_record_at": first_record_at,
@@ -403,6 +425,10 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
         tmp = status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(status_path)
+
+    @app.timer(interval=2.0)
+    async def status_timer() -> None:
+        await write_status()
 
     @app.on_before_shutdown.connect
     async def _final_status(sender: Any, **kwargs: Any) -> None:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
 
-from pipeline.core.config import Settings
+from pipeline.core.config import ConfigError, Settings
 
 
 def ssl_context(settings: Settings) -> Any:
@@ -124,6 +124,25 @@ def decode_dead_letter_raw(record: dict[str, Any]) -> bytes:
     return base64.b64decode(raw) if record.get("raw_base64") else raw.encode("utf-8")
 
 
+class PartitionsChanged(ConfigError):
+    """A keyed topic's partition count is not MAILSLA_PARTITIONS: the worker refuses to start
+    (one line, exit 2) or, mid-stream, stops; nothing is read from the grown partitions."""
+
+
+def partitions_changed(settings: Settings, counts: dict[str, int], at_least: bool = False) -> str | None:
+    """The one line that says why, or None when every keyed topic in `counts` has the configured
+    partition count. Growing the inputs in place moves keys: a message's later events would hash
+    to a partition that holds none of its state, and it would never join. `at_least`: the counts
+    come from the partitions seen, not from the topic's metadata."""
+    for topic, n in sorted(counts.items()):
+        if n and n != settings.partitions:
+            many = f"{'at least ' if at_least else ''}{n}"
+            return (f"topic {topic} has {many} partitions, MAILSLA_PARTITIONS is {settings.partitions}: "
+                    "keyed topics cannot change their partition count in place (a message's later events "
+                    "would go to a partition without its state); see README, Scaling out: Partitions")
+    return None
+
+
 async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str, str]]] = ()) -> None:
     """Create missing topics; inputs, results and ticks share one partition count."""
     specs = [
@@ -144,6 +163,15 @@ async def ensure_topics(settings: Settings, extra: Iterable[tuple[str, dict[str,
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        keyed = [t for t in (settings.topic_accepted, settings.topic_ready, settings.topic_results, settings.topic_ticks)
+                 if t in existing]
+        if keyed:
+            counts = {}
+            for doc in await admin.describe_topics(keyed):
+                counts[doc.get("topic") or doc.get("name")] = len(doc.get("partitions") or ())
+            wrong = partitions_changed(settings, counts)
+            if wrong:
+                raise PartitionsChanged(wrong)
         new = [NewTopic(name, settings.partitions, settings.replication, topic_configs=cfg)
                for name, cfg in specs if name not in existing]
         if new:
