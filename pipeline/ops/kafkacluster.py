@@ -65,7 +65,7 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,CLIENT:{
 offsets.topic.replication.factor={n}
 transaction.state.log.replication.factor={n}
 transaction.state.log.min.isr={min(2, n)}
-default.replication.factor={n}
+# default.replication.factor stays 1: a topic made without the pipeline's replication shows as such
 min.insync.replicas={min(2, n)}
 """
         if spec.scram and spec.tls:
@@ -113,7 +113,16 @@ class LocalCluster:
         for node in self.nodes:
             node.down()
 
-    def log_tails(self, n: int = 40) -> str:
+    # Read like a LocalKafka's (tests/integration/conftest.py prints them when a test fails).
+    def bootstrap(self) -> str | None:
+        addrs = [node.bootstrap() for node in self.nodes]
+        return ",".join(a for a in addrs if a) or None
+
+    @property
+    def log_file(self) -> Path:
+        return self.home  # each node's broker.log is under node-<id>/
+
+    def log_tail(self, n: int = 40) -> str:
         return "\n".join(f"--- node {node.node_id} ({node.log_file})\n{node.log_tail(n)}" for node in self.nodes)
 
 
