@@ -66,7 +66,7 @@ async def _describe(settings: Any, prefix: str) -> dict[str, list[dict[str, Any]
 
 
 async def _connects(bootstrap: str, **security: Any) -> bool:
-    """Whether an admin client with these security settings gets metadata (bounded: 20 s)."""
+    """Whether an admin client with these security settings gets metadata (each step bounded: 60 s)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000, **security)
     try:
         await asyncio.wait_for(admin.start(), 60)
