@@ -109,27 +109,37 @@ class LocalKafka:
         after that: PortTaken."""
         if self.running():
             return self.bootstrap()  # type: ignore[return-value]
+        proc, addr = self._launch(PORT_WAIT_S if port_wait is None else port_wait)
+        return self._await(proc, addr, timeout)
+
+    # The hooks below let pipeline/ops/kafkacluster.py run one node of a cluster with the same code.
+    heap = ("256m", "1g")  # -Xms, -Xmx
+
+    def _launch(self, port_wait: float) -> tuple[subprocess.Popen, str]:
+        """Format the data dir once, start the java process; returns it and the client address."""
         jars = ensure_jars()
         self.home.mkdir(parents=True, exist_ok=True)
-        ports = self._ports(PORT_WAIT_S if port_wait is None else port_wait)
+        ports = self._ports(port_wait)
         props = self._write_config(ports)
         cp = f"{jars}/*"
         if not (self.home / "logs" / "meta.properties").exists():
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
             fmt = subprocess.run(
                 ["java", "-cp", cp, f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), "--ignore-formatted"],
+                 "kafka.tools.StorageTool", "format", *self._format_args(), "-c", str(props), "--ignore-formatted"],
                 capture_output=True, text=True, timeout=180)
             if fmt.returncode != 0:
                 raise KafkaError(f"kafka storage format failed: {(fmt.stdout + fmt.stderr)[-500:]}")
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
-            ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-cp", cp,
+            ["java", f"-Xms{self.heap[0]}", f"-Xmx{self.heap[1]}", "-XX:+UseG1GC", "-cp", cp,
              f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}", "kafka.Kafka", str(props)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=self.home)
         self.pid_file.write_text(str(proc.pid))
-        addr = f"127.0.0.1:{ports['broker']}"
+        return proc, self._client_address(ports)
+
+    def _await(self, proc: subprocess.Popen, addr: str, timeout: float) -> str:
+        """Until the broker answers on `addr` and logged that it started; records the address."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -140,6 +150,14 @@ class LocalKafka:
             time.sleep(0.3)
         self.down()
         raise KafkaError(f"broker not ready after {timeout:.0f}s; see {self.log_file}:\n{self.log_tail()}")
+
+    def _format_args(self) -> list[str]:
+        """`StorageTool format` arguments besides the config: a new cluster id."""
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").replace("-", "A")
+        return ["-t", cluster]
+
+    def _client_address(self, ports: dict[str, int]) -> str:
+        return f"127.0.0.1:{ports['broker']}"
 
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL). Returns whether one was running."""
@@ -185,9 +203,21 @@ class LocalKafka:
             time.sleep(0.5)
 
     def _write_config(self, ports: dict[str, int]) -> Path:
-        b, c = ports["broker"], ports["controller"]
         props = self.home / "server.properties"
-        props.write_text(f"""# written by `mailsla kafka up`; binds 127.0.0.1 only
+        props.write_text(self._properties(ports))
+        (self.home / "log4j.properties").write_text("""log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+""")
+        return props
+
+    def _properties(self, ports: dict[str, int]) -> str:
+        """server.properties of the single node (a cluster node appends its overrides: the last one counts)."""
+        b, c = ports["broker"], ports["controller"]
+        return f"""# written by `mailsla kafka up`; binds 127.0.0.1 only
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{c}
@@ -208,15 +238,7 @@ log.cleaner.dedupe.buffer.size=2097152
 num.io.threads=2
 num.network.threads=2
 auto.create.topics.enable=false
-""")
-        (self.home / "log4j.properties").write_text("""log4j.rootLogger=WARN, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.server.KafkaRaftServer=INFO
-log4j.logger.kafka.server.BrokerServer=INFO
-""")
-        return props
+"""
 
 
 def _free_port() -> int:

@@ -29,12 +29,12 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("MAILSLA_API_PORT", "8642"): "test_shipped.py::test_the_container_settings_run_exact",
     ("MAILSLA_ALLOWED_HOSTS", "mailsla-web,mailsla-web.mailsla,.mailsla.svc,.mailsla.svc.cluster.local"):
         "test_shipped.py::test_the_container_settings_run_exact",
-    ("MAILSLA_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
-    ("MAILSLA_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
-    ("MAILSLA_KAFKA_SASL_USERNAME", "<credential>"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
-    ("MAILSLA_KAFKA_SASL_PASSWORD", "<credential>"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
-    ("MAILSLA_REPLICATION", "3"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
-    ("MAILSLA_POLICY", "<path>"): "test_shipped.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_KAFKA_SASL_USERNAME", "<credential>"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_KAFKA_SASL_PASSWORD", "<credential>"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_REPLICATION", "3"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
+    ("MAILSLA_POLICY", "<path>"): "test_shipped_k8s.py::test_the_kubernetes_settings_run_exact",
     ("MAILSLA_KAFKA", "<address>"): "test_pipeline.py::test_the_golden_examples_give_their_expected_rows_and_verdicts",
     ("MAILSLA_DATA", "<path>"): "test_pipeline.py::test_the_golden_examples_give_their_expected_rows_and_verdicts",
 }
