@@ -17,7 +17,6 @@ written by then is not committed either, so the next sink writes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from pipeline.core.events import BadEvent, parse_account, parse_injection, parse
 from pipeline.store.clickhouse import Store, maintenance_record_row
 from pipeline.stream.kafka import client_kwargs, dead_letter, producer
 from pipeline.stream.status import join_failures
+from pipeline.stream.statusfile import write_json_atomic
 
 log = logging.getLogger("mailsla.sink")
 
@@ -114,11 +114,7 @@ class ResultWriter(Service):
     def write_status(self) -> None:
         if self.api_runner is None:  # not started as a service (tests): no file
             return
-        path = self.status_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status()))
-        tmp.replace(path)
+        write_json_atomic(self.status_path(), self.status())
 
     @Service.timer(2.0)
     async def _status(self) -> None:
