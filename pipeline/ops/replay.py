@@ -23,7 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.core.config import Settings
 from pipeline.core.events import BadEvent, parse_account, parse_accepted, parse_injection, parse_probe, parse_ready
-from pipeline.stream.kafka import dead_letter, ensure_topics, producer
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import ensure_topics, producer
 
 
 def route(settings: Settings, line: bytes) -> tuple[str | None, bytes | None, str | None]:

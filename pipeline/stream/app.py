@@ -28,7 +28,8 @@ from pipeline.core.config import Settings
 from pipeline.core.errors import StoreError, first_line
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
-from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets, dead_letter
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import OffsetProbe, broker_credentials, committed_offsets
 from pipeline.stream.status import remove_stale
 from pipeline.stream.statusfile import write_json_atomic
 from pipeline.stream.tablestate import TableState

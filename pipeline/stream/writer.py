@@ -32,7 +32,8 @@ from pipeline.core.batching import decode_results
 from pipeline.core.config import Settings
 from pipeline.core.events import BadEvent, parse_account, parse_injection, parse_probe
 from pipeline.store.clickhouse import Store, maintenance_record_row
-from pipeline.stream.kafka import client_kwargs, dead_letter, producer
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import client_kwargs, producer
 from pipeline.stream.status import join_failures
 from pipeline.stream.statusfile import write_json_atomic
 
