@@ -30,6 +30,7 @@ from mode import Service
 from pipeline.store import api
 from pipeline.core.batching import decode_results
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 from pipeline.core.events import BadEvent, parse_account, parse_injection, parse_probe
 from pipeline.store.clickhouse import Store, maintenance_record_row
 from pipeline.core.deadletters import dead_letter
@@ -42,11 +43,6 @@ log = logging.getLogger("mailsla.sink")
 COMMIT_TIMEOUT_S = 10.0  # a commit waits for the group coordinator; Kafka down: try again with the next batch
 REVOKE_FLUSH_S = 10.0  # at a rebalance, write what is buffered for this long; else leave it uncommitted
 STOP_SHARE = 0.6  # of MAILSLA_SHUTDOWN_S for the last write at a stop; the rest is for leaving the group
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):
@@ -139,7 +135,7 @@ class ResultWriter(Service):
                 await asyncio.to_thread(self.store.start_writing)
                 break
             except Exception as exc:  # noqa: BLE001
-                log.warning("ClickHouse not ready (%s); retrying in %.1fs", _first_line(exc), delay)
+                log.warning("ClickHouse not ready (%s); retrying in %.1fs", first_line(exc, 200), delay)
                 await self._pause(delay)
                 delay = min(delay * 2, 10.0)
         session = self.settings.session_timeout_s
@@ -178,7 +174,7 @@ class ResultWriter(Service):
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.batch_rows)
             except KafkaError as exc:  # the consumer reconnects and re-joins by itself: wait and ask again
                 self.fetch_errors += 1
-                log.warning("reading results failed (%s); retrying", _first_line(exc))
+                log.warning("reading results failed (%s); retrying", first_line(exc, 200))
                 await self._pause(1.0)
                 continue
             for records in batch.values():
@@ -261,7 +257,7 @@ class ResultWriter(Service):
                 if now - logged >= 30.0:  # one line per 30 s, however fast it fails
                     log.warning("ClickHouse write of %d rows failing for %.0fs (%s); retrying with backoff "
                                 "(up to 10 s), nothing committed meanwhile", len(rows), now - failing_since,
-                                _first_line(exc))
+                                first_line(exc, 200))
                     logged = now
                 limit = self._give_up_at(give_up_at)
                 if limit is not None and now >= limit:
@@ -302,7 +298,7 @@ class ResultWriter(Service):
         except (KafkaError, asyncio.TimeoutError) as exc:
             self.commit_failures += 1
             log.warning("commit after writing %d rows failed (%s); they will be read again and de-duplicated",
-                        rows, _first_line(exc) if str(exc) else type(exc).__name__)
+                        rows, first_line(exc, 200))
 
     async def send_dead_letters(self, rows: list[dict[str, Any]]) -> None:
         """Malformed availability records (rows of kind `dl`) to the dead-letter topic, before the
@@ -324,7 +320,7 @@ class ResultWriter(Service):
                     await asyncio.wait_for(self.consumer.stop(), max(1.0, left))
                 except (KafkaError, asyncio.TimeoutError) as exc:
                     log.warning("leaving the consumer group did not finish (%s); the group notices by its "
-                                "session timeout", _first_line(exc) or type(exc).__name__)
+                                "session timeout", first_line(exc, 200))
                 self.write_status()
         if getattr(self, "dl_producer", None) is not None:
             try:  # bounded, like the group leave: Kafka may be down
