@@ -18,9 +18,11 @@ class Unreachable(Exception):
     """Kafka or a ClickHouse server does not answer: one line on stderr, exit 2."""
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, cut to `limit` characters, for one-line errors and
+    log lines; an empty message gives the exception's type name. Never raises."""
     text = str(exc).strip()
-    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+    return (text.splitlines()[0][:limit] if text else "") or type(exc).__name__
 
 
 class StoreError(Exception):

@@ -27,6 +27,7 @@ from mode import Service
 from pipeline.core import availability
 from pipeline.core import faults as fault_core
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 from pipeline.store.reports import fault_series_sql, find_faults, public
 from pipeline.store.clickhouse import Store
 from pipeline.stream.kafka import producer
@@ -72,7 +73,7 @@ class FaultMonitor(Service):
             try:
                 await self.evaluate_once()
             except Exception as exc:  # noqa: BLE001 - try again next round; nothing is lost
-                log.warning("fault evaluation failed: %s", str(exc).strip().splitlines()[0][:200])
+                log.warning("fault evaluation failed: %s", first_line(exc, 200))
             await self.sleep(self.interval)
 
     async def caught_up(self) -> bool:

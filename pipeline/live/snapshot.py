@@ -20,6 +20,7 @@ from pipeline.core import rates
 from pipeline.core import sla
 from pipeline.core.config import Settings
 from pipeline.core.events import CLASSES, format_ts
+from pipeline.store.reports import fault_series_sql
 from pipeline.stream.status import clock_suspects, ingest_snapshots, ingest_summary, live_snapshots
 
 Query = Callable[[str], tuple[list[str], list[Sequence[Any]]]]
@@ -77,10 +78,9 @@ def collect(settings: Settings, query: Query, prev: dict[str, Any] | None = None
     # the fault rule's window and the burn rates, from eligible verdicts (exclusions applied)
     since = now - max(t.long_ms for t in policy.burn_tiers) if policy.burn_tiers else now - 86_400_000
     since = min(since, now - max(policy.fault_window_ms.values()))
-    _, rows = query(f"SELECT message_class, toUnixTimestamp(toStartOfMinute(verdict_at)) * 1000 AS m, "
-                    f"countIf(status IN ('overdue', 'late', 'never_ready')), count() FROM {db}.handling_times "
-                    f"WHERE NOT excluded AND clock_suspect != 'ahead' AND verdict_at >= {_ts(since)} "
-                    f"GROUP BY message_class, m")
+    # the series `faults` and the fault monitor read; `since` is at or before every window's start,
+    # so its exact-millisecond bound counts the same verdicts as the minutes below use
+    _, rows = query(fault_series_sql(db, since))
     snap["fault_window"], snap["burn_rates"] = {}, []
     for cls in CLASSES:
         v = fault_core.Verdicts()

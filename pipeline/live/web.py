@@ -23,6 +23,7 @@ from aiohttp import web
 from pipeline.live import charts, metrics, page as page_render
 from pipeline.store.adhoc import in_thread
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 from pipeline.live.snapshot import Query, collect
 from pipeline.stream.status import lags
 
@@ -55,7 +56,7 @@ class LiveView:
                     snap["charts"] = charts.render(snap)
                     self.snap, self.error = snap, ""
                 except Exception as exc:  # noqa: BLE001 - the page shows the error and retries
-                    self.error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    self.error = first_line(exc, 200)
                     log.warning("snapshot failed: %s", self.error)
                     if self.snap is None:
                         raise

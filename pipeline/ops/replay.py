@@ -22,8 +22,10 @@ from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 from pipeline.core.events import BadEvent, parse_account, parse_accepted, parse_injection, parse_probe, parse_ready
-from pipeline.stream.kafka import dead_letter, ensure_topics, producer
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import ensure_topics, producer
 
 
 def route(settings: Settings, line: bytes) -> tuple[str | None, bytes | None, str | None]:
@@ -78,9 +80,8 @@ class ProduceFailed(Exception):
     de-duplicates by message id and rows are revisioned."""
 
     def __init__(self, sent: int, acked: int, cause: BaseException) -> None:
-        text = str(cause).strip()
         self.sent, self.acked = sent, acked
-        self.reason = (text.splitlines()[0][:200] if text else "") or type(cause).__name__
+        self.reason = first_line(cause, 200)
         super().__init__(f"{acked} acknowledged of {sent} sent: {self.reason}")
 
 

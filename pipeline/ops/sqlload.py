@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from pipeline.core import config
+    from pipeline.core.errors import first_line
     from pipeline.store.adhoc import QueryError
     from pipeline.store.clickhouse import Store
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except QueryError as exc:
         outcome = str(exc)
     except Exception as exc:  # noqa: BLE001 - the locked path raises ClickHouse's own error
-        outcome = str(exc).strip().splitlines()[0][:200]
+        outcome = first_line(exc, 200)
     took = time.monotonic() - started
     phase[0] = "after"
     time.sleep(args.warmup)

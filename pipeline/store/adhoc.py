@@ -36,6 +36,7 @@ from typing import Any, Callable, TypeVar
 import clickhouse_connect
 
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 
 READERS = 4
 WATCHDOG_GRACE_S = 5.0
@@ -58,11 +59,6 @@ class LimitExceeded(QueryError):
         self.kind = kind
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
 def limit_settings(settings: Settings, tag: str, report: bool = False) -> dict[str, Any]:
     """The per-query settings; `readonly` last so nothing after it may change a limit.
     `report`: one of our own commands' queries (`sla`, `faults`): no result-row limit."""
@@ -82,7 +78,7 @@ def classify(settings: Settings, exc: BaseException) -> QueryError:
     code = getattr(exc, "code", None)
     kind = _CODES.get(code) if isinstance(code, int) else None
     if kind is None:
-        m = re.search(r"\(([A-Z_]+)\)\s*$", one_line(exc, 2000))
+        m = re.search(r"\(([A-Z_]+)\)\s*$", first_line(exc, 2000))
         kind = _NAMES.get(m.group(1)) if m else None
     if kind == "time":
         return LimitExceeded(f"query stopped: it ran longer than {settings.sql_max_seconds:g} s "
@@ -95,7 +91,7 @@ def classify(settings: Settings, exc: BaseException) -> QueryError:
                              "(MAILSLA_SQL_MAX_ROWS); aggregate or add a LIMIT", kind)
     if kind == "cancelled":
         return LimitExceeded("query cancelled (its client went away, or it overran MAILSLA_SQL_MAX_SECONDS)", kind)
-    return QueryError(one_line(exc))
+    return QueryError(first_line(exc))
 
 
 def connect_reader(settings: Settings) -> Any:

@@ -281,15 +281,6 @@ class Store:
             self.client.close()
 
 
-def contribution(row: dict[str, Any]) -> tuple[datetime, int, int, int]:
-    """(minute, messages, within, delayed) this row adds to the aggregates. A verdict decided by an
-    untrusted future timestamp adds nothing: the live view and the fault rule never see it."""
-    if row.get("clock_suspect") == "ahead":
-        return minute_of(0), 0, 0, 0
-    within = int(row["status"] == "on_time")
-    return minute_of(row["verdict_at"]), 1, within, 1 - within
-
-
 def prepare_rows(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[list[Any]]:
     """`prepare_columns` as rows (one list per table row, in MSG_COLUMNS order)."""
     return [list(r) for r in zip(*prepare_columns(rows, prev))]
@@ -315,7 +306,9 @@ def prepare_columns(rows: list[dict[str, Any]], prev: dict[str, tuple]) -> list[
         p = prev.get(mid)
         if p is not None and p[0] >= r["rev"]:
             continue
-        if r.get("clock_suspect") == "ahead":  # see contribution(): adds nothing
+        # a verdict decided by an untrusted future timestamp adds nothing to the aggregates:
+        # the live view and the fault rule never see it
+        if r.get("clock_suspect") == "ahead":
             c_minute, n, within, delayed = 0, 0, 0, 0
         else:
             within = 1 if r["status"] == "on_time" else 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import time
@@ -29,9 +28,11 @@ from pipeline.core.config import Settings
 from pipeline.core.errors import StoreError, first_line
 from pipeline.stream.offsets import PROCESS, REWIND, OffsetTracker
 from pipeline.stream.runtime import JoinRuntime, Out
-from pipeline.stream.kafka import (OffsetProbe, PartitionsChanged, broker_credentials, committed_offsets, dead_letter,
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import (OffsetProbe, PartitionsChanged, broker_credentials, committed_offsets,
                                    partitions_changed)
 from pipeline.stream.status import remove_stale
+from pipeline.stream.statusfile import write_json_atomic
 from pipeline.stream.tablestate import TableState
 from pipeline.stream.writer import ResultWriter
 
@@ -417,14 +418,11 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     async def write_status() -> None:
         """The CLI's `status` reads pending messages from here. Called by `status_timer` and before
         a stop (a function under @app.timer is its endless timer loop: never await one)."""
-        status_path.parent.mkdir(parents=True, exist_ok=True)
         snap = runtime.snapshot() | {"pid": os.getpid(), "at": time.time(), "offsets": _offsets(tracker, probe),
                                      "processed": processed[0], "first_record_at": first_record_at,
                                      "assignments": rebalances["count"], "partitions": rebalances["partitions"],
                                      "failure": failure[0]}
-        tmp = status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snap))
-        tmp.replace(status_path)
+        write_json_atomic(status_path, snap)
 
     @app.timer(interval=2.0)
     async def status_timer() -> None:

@@ -22,7 +22,6 @@ its own work, is not moved by that head start and is timed from its first record
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from pipeline.core import batching
 from pipeline.core.config import Settings
 from pipeline.stream.app import make_app
 from pipeline.stream.faust_internals import fastconsume
+from pipeline.stream.statusfile import write_json_atomic
 
 PATHS = ("batched", "take_events")
 
@@ -52,10 +52,8 @@ class _Done:
         if not self.half_at and self.seen * 2 >= self.events:
             self.half_at, self.half_seen = now, self.seen
         if self.seen >= self.events and not self.out.exists():
-            tmp = self.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"first_at": self.first, "half_at": self.half_at, "half_seen": self.half_seen,
-                                       "last_at": now, "events": self.seen}))
-            tmp.replace(self.out)
+            write_json_atomic(self.out, {"first_at": self.first, "half_at": self.half_at, "half_seen": self.half_seen,
+                                         "last_at": now, "events": self.seen})
 
 
 def noop_app(settings: Settings, events: int, out: Path, path: str = "batched") -> faust.App:

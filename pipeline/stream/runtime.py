@@ -24,7 +24,7 @@ from pipeline.core.state import decode, encode
 from pipeline.core.config import Settings
 from pipeline.core.errors import StoreError
 from pipeline.core.events import BadEvent, parse_accepted, parse_ready
-from pipeline.stream.kafka import dead_letter, dead_letter_key
+from pipeline.core.deadletters import dead_letter, dead_letter_key
 from pipeline.core.watermark import Watermark
 
 WM_PREFIX = b"\x00wm:"

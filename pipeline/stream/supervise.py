@@ -15,7 +15,6 @@ API the CLI uses). This parent only supervises:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.config import Settings
+from pipeline.stream.statusfile import write_json_atomic
 
 log = logging.getLogger("mailsla.supervisor")
 
@@ -54,10 +54,7 @@ def _write_status(path: Path, children: list[Child]) -> None:
         {"name": c.name, "pid": c.proc.pid if c.proc else None,
          "alive": bool(c.proc and c.proc.poll() is None), "restarts": c.restarts, "exits": c.exits[-5:]}
         for c in children]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+    write_json_atomic(path, doc)
 
 
 def run(settings: Settings, processes: int, loglevel: str = "warning", log_dir: Path | None = None,

@@ -17,7 +17,6 @@ written by then is not committed either, so the next sink writes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -31,21 +30,19 @@ from mode import Service
 from pipeline.store import api
 from pipeline.core.batching import decode_results
 from pipeline.core.config import Settings
+from pipeline.core.errors import first_line
 from pipeline.core.events import BadEvent, parse_account, parse_injection, parse_probe
 from pipeline.store.clickhouse import Store, maintenance_record_row
-from pipeline.stream.kafka import client_kwargs, dead_letter, producer
+from pipeline.core.deadletters import dead_letter
+from pipeline.stream.kafka import client_kwargs, producer
 from pipeline.stream.status import join_failures
+from pipeline.stream.statusfile import write_json_atomic
 
 log = logging.getLogger("mailsla.sink")
 
 COMMIT_TIMEOUT_S = 10.0  # a commit waits for the group coordinator; Kafka down: try again with the next batch
 REVOKE_FLUSH_S = 10.0  # at a rebalance, write what is buffered for this long; else leave it uncommitted
 STOP_SHARE = 0.6  # of MAILSLA_SHUTDOWN_S for the last write at a stop; the rest is for leaving the group
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):
@@ -114,11 +111,7 @@ class ResultWriter(Service):
     def write_status(self) -> None:
         if self.api_runner is None:  # not started as a service (tests): no file
             return
-        path = self.status_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status()))
-        tmp.replace(path)
+        write_json_atomic(self.status_path(), self.status())
 
     @Service.timer(2.0)
     async def _status(self) -> None:
@@ -142,7 +135,7 @@ class ResultWriter(Service):
                 await asyncio.to_thread(self.store.start_writing)
                 break
             except Exception as exc:  # noqa: BLE001
-                log.warning("ClickHouse not ready (%s); retrying in %.1fs", _first_line(exc), delay)
+                log.warning("ClickHouse not ready (%s); retrying in %.1fs", first_line(exc, 200), delay)
                 await self._pause(delay)
                 delay = min(delay * 2, 10.0)
         session = self.settings.session_timeout_s
@@ -181,7 +174,7 @@ class ResultWriter(Service):
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.batch_rows)
             except KafkaError as exc:  # the consumer reconnects and re-joins by itself: wait and ask again
                 self.fetch_errors += 1
-                log.warning("reading results failed (%s); retrying", _first_line(exc))
+                log.warning("reading results failed (%s); retrying", first_line(exc, 200))
                 await self._pause(1.0)
                 continue
             for records in batch.values():
@@ -264,7 +257,7 @@ class ResultWriter(Service):
                 if now - logged >= 30.0:  # one line per 30 s, however fast it fails
                     log.warning("ClickHouse write of %d rows failing for %.0fs (%s); retrying with backoff "
                                 "(up to 10 s), nothing committed meanwhile", len(rows), now - failing_since,
-                                _first_line(exc))
+                                first_line(exc, 200))
                     logged = now
                 limit = self._give_up_at(give_up_at)
                 if limit is not None and now >= limit:
@@ -305,7 +298,7 @@ class ResultWriter(Service):
         except (KafkaError, asyncio.TimeoutError) as exc:
             self.commit_failures += 1
             log.warning("commit after writing %d rows failed (%s); they will be read again and de-duplicated",
-                        rows, _first_line(exc) if str(exc) else type(exc).__name__)
+                        rows, first_line(exc, 200))
 
     async def send_dead_letters(self, rows: list[dict[str, Any]]) -> None:
         """Malformed availability records (rows of kind `dl`) to the dead-letter topic, before the
@@ -327,7 +320,7 @@ class ResultWriter(Service):
                     await asyncio.wait_for(self.consumer.stop(), max(1.0, left))
                 except (KafkaError, asyncio.TimeoutError) as exc:
                     log.warning("leaving the consumer group did not finish (%s); the group notices by its "
-                                "session timeout", _first_line(exc) or type(exc).__name__)
+                                "session timeout", first_line(exc, 200))
                 self.write_status()
         if getattr(self, "dl_producer", None) is not None:
             try:  # bounded, like the group leave: Kafka may be down

@@ -110,7 +110,7 @@ def test_each_malformed_event_becomes_one_dead_letter_and_the_worker_goes_on(pip
     st = pipeline.wait_idle()
     letters = pipeline.topic_records(env["MAILSLA_TOPIC_DEAD_LETTERS"], len(records))
     assert len(letters) == len(records) == st["dead_letters"]
-    from pipeline.stream.kafka import DEAD_LETTER_RAW_BYTES, decode_dead_letter_raw
+    from pipeline.core.deadletters import DEAD_LETTER_RAW_BYTES, decode_dead_letter_raw
     assert sorted(decode_dead_letter_raw(d) for d in letters) == sorted(v[:DEAD_LETTER_RAW_BYTES] for _, _, v in records)
     assert all(d["reason"] and d["topic"] in (acc, rdy) and d["offset"] >= 0 for d in letters)
     assert sorted((d["original_size"], d["truncated"]) for d in letters if d["original_size"] > 1000) == [(900_000, True)]

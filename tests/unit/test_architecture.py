@@ -154,6 +154,17 @@ def test_layer_arrows_point_one_way() -> None:
     assert {(e.source, e.target) for e in lazy} == set(LAZY_UPWARD), "document a new upward import in LAZY_UPWARD"
 
 
+def test_the_join_runtime_imports_no_kafka_client() -> None:
+    """It builds dead letters (`pipeline.core.deadletters`) but sends nothing itself: the Faust app does."""
+    seen, todo = set(), ["pipeline.stream.runtime"]
+    while todo:
+        for e in GRAPH.get(todo.pop(), []):
+            if e.target not in seen and not e.lazy:
+                seen.add(e.target)
+                todo.append(e.target)
+    assert not seen & {"aiokafka", "faust", "mode", "pipeline.stream.kafka"}
+
+
 # -- the checker, on synthetic packages: it does fail -----------------------------------
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / "pkg"

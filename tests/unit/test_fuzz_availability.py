@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 
 from pipeline.core.events import MAX_CHARS, MAX_EVENT_BYTES, STORABLE, BadEvent, parse_injection, parse_probe
-from pipeline.stream.kafka import DEAD_LETTER_MAX_BYTES
+from pipeline.core.deadletters import DEAD_LETTER_MAX_BYTES
 from pipeline.stream.writer import availability_row
 from test_fuzz_input import FUZZ, inputs
 

@@ -17,7 +17,7 @@ from pipeline.core.events import (
 )
 from pipeline.stream.runtime import JoinRuntime
 from pipeline.store.clickhouse import MSG_COLUMNS, prepare_rows
-from pipeline.stream.kafka import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MAX_BYTES
+from pipeline.core.deadletters import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_MAX_BYTES
 
 FUZZ = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                           HealthCheck.data_too_large])

@@ -14,7 +14,7 @@ from pipeline.core.events import (
     MAX_EVENT_BYTES, STORABLE, BadEvent, parse_accepted, parse_account, parse_ready, parse_ts,
 )
 from pipeline.store.clickhouse import prepare_rows
-from pipeline.stream.kafka import (
+from pipeline.core.deadletters import (
     DEAD_LETTER_MAX_BYTES, DEAD_LETTER_RAW_BYTES, dead_letter, dead_letter_key, decode_dead_letter_raw,
 )
 

@@ -17,6 +17,8 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
+from pipeline.core.errors import first_line
+
 log = logging.getLogger("mailsla.worker")
 
 # Faust's "current event" context variable: the RocksDB store takes the partition of a table read
@@ -115,7 +117,7 @@ async def commit_quietly(app: faust.App, offsets: dict[Any, int]) -> dict[Any, i
                                                     for tp, o in mine.items()}), COMMIT_TIMEOUT_S)
         except (KafkaError, asyncio.TimeoutError) as exc:
             log.warning("commit of input offsets failed (%s); those records are processed again later, "
-                        "harmlessly", str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+                        "harmlessly", first_line(exc, 200))
             return {}
         return mine
     return await thread.call_thread(commit, dict(offsets))

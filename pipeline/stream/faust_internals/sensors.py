@@ -12,6 +12,8 @@ from typing import Any
 import faust
 from faust.sensors import Monitor, SensorDelegate
 
+from pipeline.core.errors import first_line
+
 
 class QuietSensors(SensorDelegate):
     """Faust's sensor hooks as no-ops, and no Monitor: they run several times per record (message
@@ -53,4 +55,4 @@ class SendFailures(faust.Sensor):
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
         self.count += 1
-        self.last = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        self.last = first_line(exc, 200)
