@@ -261,6 +261,7 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             raise
 
     nparts = s.partitions
+    grown: list[str | None] = [None]  # why the worker refuses: an input has more partitions than nparts
 
     async def _join_batches() -> None:
         """Works batches of input records of the partitions this worker owns; each partition's
@@ -280,7 +281,8 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
             for msg in batch:
                 tp = msg.tp
                 if msg.partition >= nparts:  # the topic grew: join nothing there; `refuse` stops the worker
-                    failure[0] = failure[0] or partitions_changed(s, {tp.topic: msg.partition + 1}, at_least=True)
+                    grown[0] = grown[0] or partitions_changed(s, {tp.topic: msg.partition + 1}, at_least=True)
+                    failure[0] = failure[0] or grown[0]
                     continue
                 if tp not in owned:
                     continue  # revoked since it was fetched: the next owner processes it
@@ -374,17 +376,18 @@ def create_app(settings: Settings, with_sink: bool = True) -> faust.App:
     async def refuse() -> None:
         """An input grew (seen at assignment or on a record of a new partition): stop the worker,
         once no rebalance is under way (a crash during one hung it for good)."""
-        if failure[0] and "partition count" in failure[0] and not app.rebalancing:
-            log.critical("%s; stopping the worker", failure[0])
+        if grown[0] and not app.rebalancing:
+            log.critical("%s; stopping the worker", grown[0])
             await write_status()
-            await app.crash(PartitionsChanged(failure[0]))
+            await app.crash(PartitionsChanged(grown[0]))
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        grown = {tp.topic: tp.partition + 1 for tp in assigned
+        more = {tp.topic: tp.partition + 1 for tp in assigned
                  if tp.topic in (s.topic_accepted, s.topic_ready, s.topic_ticks) and tp.partition >= s.partitions}
-        if grown:  # partitions added to an input mid-stream: refuse at once, read nothing of them
-            failure[0] = partitions_changed(s, grown, at_least=True)
+        if more:  # partitions added to an input mid-stream: refuse at once, read nothing of them
+            grown[0] = partitions_changed(s, more, at_least=True)
+            failure[0] = grown[0]
             return
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_accepted}
         rebalances.update(count=rebalances["count"] + 1, partitions=sorted(mine))
